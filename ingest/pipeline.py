@@ -1,0 +1,309 @@
+"""Files in, searchable chunks out: load → split → embed → store, idempotent and crash-safe.
+
+Usage::
+
+    from rag.settings import Settings
+    from ingest.pipeline import Ingestor
+
+    ingestor = Ingestor(Settings().with_store("my_kb"))
+    report = ingestor.ingest(["docs/", "notes.md"])
+    print(report.to_dict())   # {"added": 3, "updated": 0, "unchanged": 1, ..., "failed": [...]}
+
+A file is known by its content hash (the document id). A file whose content is already stored is
+not read, split or embedded again; a changed file gets new chunks and its old ones go; the same
+content under two names is stored once and listed under both names. One bad file is reported in
+``report.failed`` and the others carry on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from ingest.embeddings import Embedder, load_embedder
+from ingest.errors import DocumentError, EmptyDocument, FileTooLarge, UnreadableFile
+from ingest.lexical import search_tokens
+from ingest.loaders import SUPPORTED_SUFFIXES, load_document
+from ingest.splitter import split_document
+from ingest.store import DocumentStore, NewChunk, PreparedDocument
+from rag.settings import Settings
+
+HASH_CHARS = 32
+
+
+@dataclass
+class FileFailure:
+    path: str
+    error: str
+
+
+@dataclass
+class IngestReport:
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    chunks: int = 0
+    failed: list[FileFailure] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    """Files inside folders that were passed over because their type is not supported."""
+
+    def to_dict(self) -> dict:
+        """The CLI's ``--json`` object."""
+        data = asdict(self)
+        data.pop("skipped")
+        return data
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+@dataclass
+class Progress:
+    """One file finished: what happened to it, and how far along the run is."""
+
+    path: str
+    status: str  # added | updated | unchanged | failed
+    done: int
+    total: int
+    error: str | None = None
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def content_id(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:HASH_CHARS]
+
+
+def discover(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path], list[FileFailure]]:
+    """Expand folders (recursively, skipping hidden entries) into files.
+
+    Returns (files to ingest, unsupported files found inside folders, failures for named paths
+    that do not exist). A file named directly is always returned, whatever its type, so that an
+    unsupported type is reported as an error rather than silently skipped.
+    """
+    files: list[Path] = []
+    skipped: list[Path] = []
+    missing: list[FileFailure] = []
+    seen: set[Path] = set()
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            for root, dirs, names in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(names):
+                    if name.startswith("."):
+                        continue
+                    child = Path(root, name).resolve()
+                    if child in seen:
+                        continue
+                    seen.add(child)
+                    (files if child.suffix.lower() in SUPPORTED_SUFFIXES else skipped).append(child)
+        elif path.is_file():
+            resolved = path.resolve()
+            if resolved not in seen:
+                seen.add(resolved)
+                files.append(resolved)
+        else:
+            missing.append(FileFailure(str(path), "no such file or folder"))
+    return files, skipped, missing
+
+
+class Ingestor:
+    """Ingests files into one knowledge base (the store directory in ``settings``)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        embedder: Embedder | None = None,
+        store: DocumentStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self.embedder = embedder or load_embedder(settings.embedding)
+        self.store = store or DocumentStore.open(settings, self.embedder)
+
+    # -- public ---------------------------------------------------------------------------------
+
+    def ingest(self, paths: Iterable[str | Path], progress: ProgressCallback | None = None) -> IngestReport:
+        paths = list(paths)
+        files, skipped, missing = discover(paths)
+        report = IngestReport(failed=list(missing), skipped=[str(p) for p in skipped])
+        total = len(files)
+        batch: list[PreparedDocument] = []
+        batch_chunks = 0
+        done = 0
+
+        def finish(path: str, status: str, error: str | None = None) -> None:
+            nonlocal done
+            done += 1
+            if progress:
+                progress(Progress(path, status, done, total, error))
+
+        def flush() -> None:
+            nonlocal batch, batch_chunks
+            if not batch:
+                return
+            self._embed(batch)
+            with self.store.writing():
+                self.store.put_documents(batch)
+            for doc in batch:
+                status = "updated" if doc.source in updated_sources else "added"
+                setattr(report, status, getattr(report, status) + 1)
+                report.chunks += len(doc.chunks)
+                finish(doc.source, status)
+            batch, batch_chunks = [], 0
+
+        updated_sources: set[str] = set()
+        pending_ids: set[str] = set()
+        for path in files:
+            source = str(path)
+            try:
+                data = self._read(path)
+                doc_id = content_id(data)
+                previous = self.store.doc_for_source(source)
+                if self.store.is_complete(doc_id) or doc_id in pending_ids:
+                    if doc_id in pending_ids:
+                        flush()  # the same content earlier in this run: store it first
+                    if previous == doc_id:
+                        report.unchanged += 1
+                        finish(source, "unchanged")
+                    else:
+                        with self.store.writing():
+                            self.store.attach_source(doc_id, source)
+                        status = "updated" if previous else "added"
+                        setattr(report, status, getattr(report, status) + 1)
+                        finish(source, status)
+                    continue
+                prepared = self._prepare(path, doc_id)
+            except DocumentError as exc:
+                report.failed.append(FileFailure(source, exc.reason))
+                finish(source, "failed", exc.reason)
+                continue
+            except Exception as exc:  # a bug or a parser crash on one file must not stop the rest
+                reason = f"unexpected {type(exc).__name__}: {exc}"
+                report.failed.append(FileFailure(source, reason))
+                finish(source, "failed", reason)
+                continue
+            if previous:
+                updated_sources.add(source)
+            batch.append(prepared)
+            pending_ids.add(doc_id)
+            batch_chunks += len(prepared.chunks)
+            if batch_chunks >= self.settings.embedding.batch_size * 4:
+                flush()
+                pending_ids.clear()
+        flush()
+        report.removed += self._remove_vanished(paths)
+        return report
+
+    def remove(self, ref: str) -> bool:
+        """Remove a document by id, id prefix, path or file name."""
+        doc = self.store.find(ref)
+        if doc is None:
+            return False
+        with self.store.writing():
+            return self.store.remove_document(doc.doc_id)
+
+    # -- steps ------------------------------------------------------------------------------------
+
+    def _read(self, path: Path) -> bytes:
+        limit = int(self.settings.ingest.max_file_mb * 1024 * 1024)
+        try:
+            size = path.stat().st_size
+            if size > limit:
+                raise FileTooLarge(
+                    path, f"{size / 1048576:.1f} MB is above the limit of {self.settings.ingest.max_file_mb:g} MB"
+                )
+            return path.read_bytes()
+        except OSError as exc:
+            raise UnreadableFile(path, f"cannot read the file ({exc.strerror or exc})") from exc
+
+    def _prepare(self, path: Path, doc_id: str) -> PreparedDocument:
+        limit = int(self.settings.ingest.max_file_mb * 1024 * 1024)
+        loaded = load_document(path, max_bytes=limit)
+        drafts = split_document(
+            loaded,
+            self.embedder.count_tokens,
+            chunk_tokens=self.settings.chunking.chunk_tokens,
+            overlap_tokens=self.settings.chunking.overlap_tokens,
+            max_tokens=self.embedder.max_tokens,
+        )
+        if not drafts:
+            raise EmptyDocument(path, "no text to index")
+        chunks = [
+            NewChunk(
+                index=d.index,
+                text=d.text,
+                page=d.page,
+                heading=d.heading,
+                tokens=search_tokens(f"{d.heading}\n{d.text}" if d.heading else d.text),
+            )
+            for d in drafts
+        ]
+        pages = sum(1 for p in loaded.pages if p.number is not None) or 1
+        return PreparedDocument(
+            doc_id=doc_id,
+            source=str(path),
+            title=loaded.title,
+            file_type=loaded.file_type,
+            pages=pages,
+            chunks=chunks,
+        )
+
+    def _embed(self, docs: list[PreparedDocument]) -> None:
+        chunks = [c for d in docs for c in d.chunks]
+        texts = [self._embedding_text(d, c) for d in docs for c in d.chunks]
+        vectors = self.embedder.encode_passages(texts)
+        for chunk, vector in zip(chunks, vectors):
+            chunk.vector = vector
+
+    def _embedding_text(self, doc: PreparedDocument, chunk: NewChunk) -> str:
+        """The heading travels with the chunk text into the vector when it fits the model and
+        says something (a file-name title such as ``report_v2`` does not)."""
+        heading = chunk.heading.strip().lstrip("#").strip()
+        if not heading or heading == Path(doc.source).stem or chunk.text.startswith(heading):
+            return chunk.text
+        text = f"{heading}\n{chunk.text}"
+        return text if self.embedder.count_tokens(text) <= self.embedder.max_tokens else chunk.text
+
+    def _remove_vanished(self, paths: list[str | Path]) -> int:
+        """Sources inside the folders just ingested whose files are gone are removed too."""
+        folders = [str(Path(p).expanduser().resolve()) for p in paths if Path(p).expanduser().is_dir()]
+        if not folders:
+            return 0
+        gone = [
+            source
+            for doc in self.store.documents()
+            for source in doc.sources
+            if any(source.startswith(f + os.sep) for f in folders) and not Path(source).exists()
+        ]
+        if not gone:
+            return 0
+        removed = 0
+        with self.store.writing():
+            for source in gone:
+                if self.store.remove_source(source):
+                    removed += 1
+        return removed
+
+
+def print_report(report: IngestReport, stream=sys.stderr) -> None:
+    """A short human summary of a run."""
+    print(
+        f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
+        f"removed {report.removed}, chunks {report.chunks}, failed {len(report.failed)}",
+        file=stream,
+    )
+    for failure in report.failed:
+        print(f"  failed: {failure.path}: {failure.error}", file=stream)
+    if report.skipped:
+        print(f"  skipped {len(report.skipped)} file(s) of unsupported types", file=stream)
+
+
+__all__ = ["Ingestor", "IngestReport", "FileFailure", "Progress", "discover", "content_id"]

@@ -1,0 +1,553 @@
+"""The knowledge base on disk: Chroma vectors plus a SQLite catalogue that is the source of truth.
+
+Usage::
+
+    from rag.settings import Settings
+    from ingest.embeddings import load_embedder
+    from ingest.store import DocumentStore
+
+    settings = Settings()
+    store = DocumentStore.open(settings, load_embedder(settings.embedding))
+    for doc in store.documents():
+        print(doc.title, doc.chunk_count, doc.sources)
+    hits = store.dense_search(store.embedder.embed_query("问题"), k=5)   # [(chunk_id, similarity)]
+
+Why a catalogue next to Chroma: a document only counts once its catalogue row says ``complete``,
+which is written after all its vectors are in Chroma. Anything a killed process left behind
+(``pending`` or ``deleting`` rows and their vectors) is removed by the next writer, and readers
+never return chunks of a document that is not complete. The catalogue also keeps each chunk's
+text and search tokens, so the BM25 index and the UI never need to scan Chroma.
+
+Chroma runs embedded under ``store.dir`` or, when ``store.chroma_host`` is set, as a server;
+the catalogue always lives in ``store.dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+from filelock import FileLock, Timeout
+
+from ingest.errors import EmbedderMismatch, StoreBusy, StoreError
+from rag.settings import Settings
+
+CATALOG_FILE = "catalog.sqlite3"
+CHROMA_DIR = "chroma"
+LOCK_FILE = "write.lock"
+SCHEMA_VERSION = 1
+
+PENDING, COMPLETE, DELETING = "pending", "complete", "deleting"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+    doc_id TEXT PRIMARY KEY,
+    title TEXT NOT NULL,
+    file_type TEXT NOT NULL,
+    pages INTEGER NOT NULL,
+    chunk_count INTEGER NOT NULL,
+    char_count INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'complete', 'deleting')),
+    added_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sources (
+    path TEXT PRIMARY KEY,
+    doc_id TEXT NOT NULL,
+    file_name TEXT NOT NULL,
+    added_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sources_doc ON sources(doc_id);
+CREATE TABLE IF NOT EXISTS chunks (
+    chunk_id TEXT PRIMARY KEY,
+    doc_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    page INTEGER,
+    heading TEXT NOT NULL,
+    text TEXT NOT NULL,
+    tokens TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
+"""
+
+
+def chunk_id_for(doc_id: str, index: int) -> str:
+    """Chunk ids depend only on content, so a re-ingest after a crash writes the same ids."""
+    return f"{doc_id}-{index:05d}"
+
+
+@dataclass
+class DocumentInfo:
+    doc_id: str
+    title: str
+    file_type: str
+    pages: int
+    chunk_count: int
+    char_count: int
+    added_at: float
+    updated_at: float
+    sources: list[str] = field(default_factory=list)
+
+    @property
+    def file_names(self) -> list[str]:
+        return [Path(p).name for p in self.sources]
+
+
+@dataclass
+class ChunkRecord:
+    chunk_id: str
+    doc_id: str
+    index: int
+    page: int | None
+    heading: str
+    text: str
+    title: str
+    source: str
+
+    @property
+    def file_name(self) -> str:
+        return Path(self.source).name
+
+
+@dataclass
+class NewChunk:
+    """A chunk ready to store: text, where it came from, its vector and search tokens."""
+
+    index: int
+    text: str
+    page: int | None
+    heading: str
+    tokens: list[str]
+    vector: np.ndarray | None = None
+
+
+@dataclass
+class PreparedDocument:
+    """A loaded, split and embedded document, ready for ``DocumentStore.put_documents``."""
+
+    doc_id: str
+    source: str
+    title: str
+    file_type: str
+    pages: int
+    chunks: list[NewChunk]
+
+
+class DocumentStore:
+    """Chroma collection + catalogue for one knowledge base directory."""
+
+    def __init__(self, settings: Settings, embedder) -> None:
+        self.settings = settings
+        self.embedder = embedder
+        self.dir = Path(settings.store.dir).expanduser().resolve()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._write_lock = FileLock(str(self.dir / LOCK_FILE))
+        self._init_catalog()
+        self._check_embedder()
+        self._chroma_lock = threading.Lock()
+        self._collection = None
+        self._collection_generation = -1
+
+    # -- opening -------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, settings: Settings, embedder) -> "DocumentStore":
+        return cls(settings, embedder)
+
+    def _db(self) -> sqlite3.Connection:
+        # One connection per thread: Streamlit and the CLIs read from worker threads.
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.dir / CATALOG_FILE, timeout=60, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def _init_catalog(self) -> None:
+        db = self._db()
+        db.executescript(_SCHEMA)
+        with self._transaction() as tx:
+            tx.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            tx.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
+            tx.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('embedder', ?)",
+                (json.dumps(self.embedder.signature, sort_keys=True),),
+            )
+            collection = self.settings.store.collection
+            if self.settings.store.chroma_host:
+                # Several knowledge bases may share one server: give each its own collection.
+                collection = f"{collection}-{uuid.uuid4().hex[:12]}"
+            tx.execute("INSERT OR IGNORE INTO meta VALUES ('collection', ?)", (collection,))
+
+    def _meta(self, key: str) -> str:
+        row = self._db().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0]
+
+    def _check_embedder(self) -> None:
+        built_with = json.loads(self._meta("embedder"))
+        if built_with != self.embedder.signature:
+            raise EmbedderMismatch(
+                f"The knowledge base at {self.dir} was built with embedder {built_with['embedder']} "
+                f"(dimension {built_with['dimension']}), but the configured embedder is "
+                f"{self.embedder.name} (dimension {self.embedder.dimension}). Vectors from two "
+                f"models cannot be mixed: set DOCQA_EMBEDDING__MODEL to the original model, or "
+                f"ingest into a new knowledge base directory."
+            )
+
+    @property
+    def collection_name(self) -> str:
+        return self._meta("collection")
+
+    @property
+    def generation(self) -> int:
+        """Bumped by every committed change; readers use it to refresh their caches."""
+        return int(self._meta("generation"))
+
+    # -- Chroma ------------------------------------------------------------------------------------
+
+    def _new_client(self):
+        import chromadb
+        from chromadb.config import Settings as ChromaSettings
+
+        chroma_settings = ChromaSettings(anonymized_telemetry=False)
+        if self.settings.store.chroma_host:
+            return chromadb.HttpClient(
+                host=self.settings.store.chroma_host,
+                port=self.settings.store.chroma_port,
+                settings=chroma_settings,
+            )
+        path = self.dir / CHROMA_DIR
+        # An embedded Chroma client keeps its vector index in memory and does not see vectors
+        # that another process adds later; forget the cached system so we read the files anew.
+        from chromadb.api.shared_system_client import SharedSystemClient
+
+        SharedSystemClient._identifier_to_system.pop(str(path), None)
+        SharedSystemClient._identifier_to_refcount.pop(str(path), None)
+        return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
+
+    def collection(self):
+        """The Chroma collection, reopened when another process has changed the store."""
+        generation = self.generation
+        with self._chroma_lock:
+            if self._collection is None or (
+                generation != self._collection_generation and not self.settings.store.chroma_host
+            ):
+                client = self._new_client()
+                try:
+                    self._collection = client.get_or_create_collection(
+                        self.collection_name,
+                        metadata=dict(self.embedder.signature),
+                        configuration={"hnsw": {"space": "cosine"}},
+                        embedding_function=None,
+                    )
+                except Exception as exc:
+                    where = (
+                        f"Chroma server {self.settings.store.chroma_host}:{self.settings.store.chroma_port}"
+                        if self.settings.store.chroma_host
+                        else f"{self.dir / CHROMA_DIR}"
+                    )
+                    raise StoreError(f"Cannot open the vector store at {where}: {exc}") from exc
+                self._collection_generation = generation
+            return self._collection
+
+    def _mark_seen(self, generation: int) -> None:
+        # Our own writes are already in our client; no need to reopen for them.
+        with self._chroma_lock:
+            self._collection_generation = generation
+
+    # -- reads ---------------------------------------------------------------------------------------
+
+    def documents(self) -> list[DocumentInfo]:
+        db = self._db()
+        rows = db.execute(
+            "SELECT doc_id, title, file_type, pages, chunk_count, char_count, added_at, updated_at "
+            "FROM documents WHERE state = 'complete' ORDER BY added_at, doc_id"
+        ).fetchall()
+        sources: dict[str, list[str]] = {}
+        for path, doc_id in db.execute("SELECT path, doc_id FROM sources ORDER BY added_at, path"):
+            sources.setdefault(doc_id, []).append(path)
+        return [DocumentInfo(*row, sources=sources.get(row[0], [])) for row in rows]
+
+    def document(self, doc_id: str) -> DocumentInfo | None:
+        return next((d for d in self.documents() if d.doc_id == doc_id), None)
+
+    def find(self, ref: str) -> DocumentInfo | None:
+        """A document by id, id prefix, source path or file name."""
+        docs = self.documents()
+        resolved = str(Path(ref).expanduser().resolve()) if ref else ref
+        for doc in docs:
+            if doc.doc_id == ref or resolved in doc.sources:
+                return doc
+        matches = [d for d in docs if d.doc_id.startswith(ref) or ref in d.file_names]
+        return matches[0] if len(matches) == 1 else None
+
+    def doc_for_source(self, path: str) -> str | None:
+        row = self._db().execute("SELECT doc_id FROM sources WHERE path = ?", (path,)).fetchone()
+        return row[0] if row else None
+
+    def is_complete(self, doc_id: str) -> bool:
+        row = self._db().execute("SELECT state FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
+        return bool(row) and row[0] == COMPLETE
+
+    def complete_doc_ids(self) -> set[str]:
+        return {r[0] for r in self._db().execute("SELECT doc_id FROM documents WHERE state = 'complete'")}
+
+    def chunk_count(self) -> int:
+        row = self._db().execute(
+            "SELECT COUNT(*) FROM chunks c JOIN documents d ON c.doc_id = d.doc_id WHERE d.state = 'complete'"
+        ).fetchone()
+        return int(row[0])
+
+    def chunks(self, chunk_ids: Sequence[str]) -> list[ChunkRecord]:
+        """Chunks of complete documents, in the order asked; unknown ids are left out."""
+        if not chunk_ids:
+            return []
+        db = self._db()
+        found: dict[str, ChunkRecord] = {}
+        ids = list(chunk_ids)
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            marks = ",".join("?" * len(part))
+            for row in db.execute(
+                "SELECT c.chunk_id, c.doc_id, c.idx, c.page, c.heading, c.text, d.title, "
+                "(SELECT path FROM sources s WHERE s.doc_id = c.doc_id ORDER BY added_at, path LIMIT 1) "
+                f"FROM chunks c JOIN documents d ON c.doc_id = d.doc_id "
+                f"WHERE d.state = 'complete' AND c.chunk_id IN ({marks})",
+                part,
+            ):
+                found[row[0]] = ChunkRecord(*row[:7], source=row[7] or "")
+        return [found[i] for i in ids if i in found]
+
+    def document_chunks(self, doc_id: str) -> list[ChunkRecord]:
+        ids = [
+            r[0]
+            for r in self._db().execute(
+                "SELECT chunk_id FROM chunks WHERE doc_id = ? ORDER BY idx", (doc_id,)
+            )
+        ]
+        return self.chunks(ids)
+
+    def lexical_rows(self) -> list[tuple[str, str, str]]:
+        """``(chunk_id, doc_id, space-joined search tokens)`` of every complete chunk."""
+        return self._db().execute(
+            "SELECT c.chunk_id, c.doc_id, c.tokens FROM chunks c JOIN documents d "
+            "ON c.doc_id = d.doc_id WHERE d.state = 'complete' ORDER BY c.chunk_id"
+        ).fetchall()
+
+    def dense_search(
+        self, vector: Sequence[float], k: int, doc_ids: Sequence[str] | None = None
+    ) -> list[tuple[str, float]]:
+        """Nearest chunks by cosine similarity (-1..1, higher is closer), complete documents only."""
+        complete = self.complete_doc_ids()
+        allowed = complete if doc_ids is None else complete & set(doc_ids)
+        if not allowed or k <= 0:
+            return []
+        collection = self.collection()
+        where = None
+        if doc_ids is not None:
+            where = {"doc_id": {"$in": sorted(allowed)}} if len(allowed) > 1 else {"doc_id": next(iter(allowed))}
+        # Ask for a few more than k: vectors of a document still being written are skipped.
+        n = min(k + 16, max(collection.count(), 1))
+        result = collection.query(
+            query_embeddings=[list(map(float, vector))],
+            n_results=n,
+            where=where,
+            include=["distances", "metadatas"],
+        )
+        hits = []
+        for chunk_id, distance, meta in zip(
+            result["ids"][0], result["distances"][0], result["metadatas"][0]
+        ):
+            if meta and meta.get("doc_id") in allowed:
+                hits.append((chunk_id, 1.0 - float(distance)))
+        return hits[:k]
+
+    # -- writes --------------------------------------------------------------------------------------
+
+    @contextmanager
+    def writing(self) -> Iterator["DocumentStore"]:
+        """Hold the single-writer lock; finish any interrupted work of a killed writer first."""
+        timeout = self.settings.store.lock_timeout_s
+        try:
+            self._write_lock.acquire(timeout=timeout)
+        except Timeout:
+            raise StoreBusy(
+                f"The knowledge base at {self.dir} is busy: another process has been writing to it "
+                f"for more than {timeout:.0f} s. Try again when it has finished."
+            ) from None
+        try:
+            self.recover()
+            yield self
+        finally:
+            self._write_lock.release()
+
+    def recover(self) -> int:
+        """Delete what interrupted writes left: documents not complete and their vectors."""
+        stale = [
+            r[0]
+            for r in self._db().execute("SELECT doc_id FROM documents WHERE state != 'complete'")
+        ]
+        for doc_id in stale:
+            self._purge(doc_id)
+        return len(stale)
+
+    def _purge(self, doc_id: str) -> None:
+        """Remove a document's vectors, then its catalogue rows (in that order, so a crash in
+        between leaves a row that the next ``recover`` finds)."""
+        self.collection().delete(where={"doc_id": doc_id})
+        with self._transaction() as tx:
+            tx.execute("DELETE FROM chunks WHERE doc_id = ?", (doc_id,))
+            tx.execute("DELETE FROM sources WHERE doc_id = ?", (doc_id,))
+            tx.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
+
+    def _bump_generation(self, tx: sqlite3.Connection) -> int:
+        tx.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+        return int(tx.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+
+    def put_documents(self, docs: Sequence["PreparedDocument"]) -> None:
+        """Store new documents' chunks and point each one's source at it. Call inside ``writing()``.
+
+        Steps, each safe to interrupt: (1) catalogue rows as ``pending``; (2) vectors into Chroma;
+        (3) one transaction per document marks it complete, moves its source to it and marks a
+        document left with no source as ``deleting``; (4) that document's vectors are removed.
+        Several documents go through each step together, so small files are written in batches.
+        """
+        now = time.time()
+        with self._transaction() as tx:
+            for doc in docs:
+                tx.execute(
+                    "INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+                    (doc.doc_id, doc.title, doc.file_type, doc.pages, len(doc.chunks),
+                     sum(len(c.text) for c in doc.chunks), now, now),
+                )
+                tx.execute("DELETE FROM chunks WHERE doc_id = ?", (doc.doc_id,))
+                tx.executemany(
+                    "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (chunk_id_for(doc.doc_id, c.index), doc.doc_id, c.index, c.page, c.heading,
+                         c.text, " ".join(c.tokens))
+                        for c in doc.chunks
+                    ],
+                )
+        rows = [(doc, c) for doc in docs for c in doc.chunks]
+        collection = self.collection()
+        for start in range(0, len(rows), 1000):
+            part = rows[start : start + 1000]
+            collection.upsert(
+                ids=[chunk_id_for(doc.doc_id, c.index) for doc, c in part],
+                embeddings=np.stack([c.vector for _, c in part]).astype(np.float32),
+                metadatas=[_chroma_metadata(doc.doc_id, doc.source, doc.title, c) for doc, c in part],
+            )
+        for doc in docs:
+            self.attach_source(doc.doc_id, doc.source, complete=True)
+
+    def attach_source(self, doc_id: str, source: str, complete: bool = False) -> None:
+        """Point ``source`` at ``doc_id`` (already stored); drop a document left with no source."""
+        now = time.time()
+        with self._transaction() as tx:
+            if complete:
+                tx.execute("UPDATE documents SET state = 'complete', updated_at = ? WHERE doc_id = ?", (now, doc_id))
+            previous = tx.execute("SELECT doc_id FROM sources WHERE path = ?", (source,)).fetchone()
+            tx.execute(
+                "INSERT OR REPLACE INTO sources VALUES (?, ?, ?, ?)",
+                (source, doc_id, Path(source).name, now),
+            )
+            orphan = self._orphan_after_move(tx, previous[0] if previous else None, doc_id)
+            generation = self._bump_generation(tx)
+        self._mark_seen(generation)
+        if orphan:
+            self._purge(orphan)
+
+    @staticmethod
+    def _orphan_after_move(tx: sqlite3.Connection, old_doc: str | None, new_doc: str) -> str | None:
+        if old_doc is None or old_doc == new_doc:
+            return None
+        left = tx.execute("SELECT COUNT(*) FROM sources WHERE doc_id = ?", (old_doc,)).fetchone()[0]
+        if left:
+            return None
+        tx.execute("UPDATE documents SET state = 'deleting' WHERE doc_id = ?", (old_doc,))
+        return old_doc
+
+    def remove_source(self, source: str) -> bool:
+        """Forget one file name; the document goes when no name is left. Call inside ``writing()``."""
+        with self._transaction() as tx:
+            row = tx.execute("SELECT doc_id FROM sources WHERE path = ?", (source,)).fetchone()
+            if not row:
+                return False
+            tx.execute("DELETE FROM sources WHERE path = ?", (source,))
+            orphan = self._orphan_after_move(tx, row[0], "")
+            generation = self._bump_generation(tx)
+        self._mark_seen(generation)
+        if orphan:
+            self._purge(orphan)
+        return True
+
+    def remove_document(self, doc_id: str) -> bool:
+        """Remove a document with all its names and chunks. Call inside ``writing()``."""
+        with self._transaction() as tx:
+            changed = tx.execute(
+                "UPDATE documents SET state = 'deleting' WHERE doc_id = ? AND state = 'complete'", (doc_id,)
+            ).rowcount
+            generation = self._bump_generation(tx)
+        self._mark_seen(generation)
+        if changed:
+            self._purge(doc_id)
+        return bool(changed)
+
+    def vector_ids(self) -> set[str]:
+        """Every id in the Chroma collection (for consistency checks and tests)."""
+        collection = self.collection()
+        ids: set[str] = set()
+        total = collection.count()
+        for offset in range(0, total, 5000):
+            ids.update(collection.get(limit=5000, offset=offset, include=[])["ids"])
+        return ids
+
+    def catalog_chunk_ids(self, complete_only: bool = True) -> set[str]:
+        query = "SELECT c.chunk_id FROM chunks c"
+        if complete_only:
+            query += " JOIN documents d ON c.doc_id = d.doc_id WHERE d.state = 'complete'"
+        return {r[0] for r in self._db().execute(query)}
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+def _chroma_metadata(doc_id: str, source: str, title: str, chunk: NewChunk) -> dict:
+    meta = {
+        "doc_id": doc_id,
+        "source": source,
+        "file_name": Path(source).name,
+        "title": title,
+        "heading": chunk.heading,
+        "chunk": chunk.index,
+    }
+    if chunk.page is not None:  # Chroma metadata values cannot be None
+        meta["page"] = chunk.page
+    return meta
