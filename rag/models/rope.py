@@ -188,7 +188,7 @@ class NtkHook:
         self.cfg = cfg
         self.pinned: int | None = None
         self._current: int | None = None
-        self._handle = rotary.register_forward_pre_hook(self._pre_hook)
+        self._handle = rotary.register_forward_pre_hook(self._pre_hook, with_kwargs=True)
 
     def pin(self, length: int | None) -> None:
         self.pinned = length
@@ -207,11 +207,11 @@ class NtkHook:
         buf.copy_(inv_freq(self.cfg, seq_len).to(device=buf.device, dtype=buf.dtype))
         self._current = key
 
-    def _pre_hook(self, module: Any, args: tuple) -> None:
+    def _pre_hook(self, module: Any, args: tuple, kwargs: dict) -> None:
         if self.pinned is not None:
             seq_len = self.pinned
         else:
-            position_ids = args[1] if len(args) > 1 else None
+            position_ids = kwargs.get("position_ids", args[1] if len(args) > 1 else None)
             seq_len = int(position_ids.max()) + 1 if position_ids is not None else 0
         self.set_length(seq_len)
 
