@@ -15,7 +15,7 @@ Text encodings (plain text and HTML)
 
 1. a byte-order mark (UTF-8, UTF-32 LE/BE, UTF-16 LE/BE);
 2. BOM-less UTF-16 recognised by its NUL-byte pattern (every other byte NUL in ASCII-heavy text);
-3. NUL bytes otherwise: trailing NUL padding is dropped; a few stray NULs (at most 1% of the bytes)
+3. NUL bytes otherwise: trailing NUL padding is dropped; a few stray NULs (at most 8, or 1% of the bytes)
    are removed; more than that means binary data and the file is refused;
 4. strict UTF-8;
 5. a scored contest between the strict decodes that succeed among GB18030 (a superset of GBK and
@@ -376,7 +376,7 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
     if b"\x00" in data:
         stripped = data.rstrip(b"\x00")
         nuls = stripped.count(0)
-        if nuls > max(1, len(stripped) // 100):
+        if nuls > max(8, len(stripped) // 100):
             raise ValueError(
                 f"contains {nuls} NUL bytes; this looks like binary data, not a text file"
             )
@@ -479,6 +479,10 @@ def _tidy_pdf_text(text: str) -> str:
     return text.strip("\n")
 
 
+# Titles that PDF writers fill in when the author gave none.
+_PLACEHOLDER_TITLES = frozenset({"untitled", "untitled document", "(anonymous)", "anonymous", "无标题"})
+
+
 def _load_pdf(path: Path, size: int) -> LoadedDocument:
     if size == 0:
         raise UnreadableFile(path, "the file is empty (0 bytes), not a valid PDF")
@@ -535,6 +539,8 @@ def _load_pdf(path: Path, size: int) -> LoadedDocument:
         if meta is not None and meta.title:
             title = str(meta.title).strip().replace("\x00", "")
     except Exception:
+        title = ""
+    if title.lower() in _PLACEHOLDER_TITLES:
         title = ""
     return LoadedDocument(path=path, file_type="pdf", title=title or path.stem, pages=pages)
 
