@@ -1,0 +1,408 @@
+"""Cut loaded documents into chunks measured in the embedder's tokens.
+
+``split_document(doc, count_tokens, chunk_tokens, overlap_tokens, max_tokens) -> list[ChunkDraft]``
+
+How a cut is chosen
+-------------------
+Each page is split separately (a chunk never spans two PDF pages) and each page into *sections*
+at Markdown heading lines (``# ...``, outside fenced code blocks); a heading with nothing under it
+is merged into the next section. Within a section, candidate cut points are marked with a
+strength:
+
+0. paragraph break (a blank line),
+1. sentence end: ``。！？；!?;…`` / ``……`` / ``...``, or ``.`` followed by whitespace, always
+   together with any closing quotes and brackets that follow (``”’」』）)】》`` ...),
+2. line break,
+3. clause end: ``，、：,:``,
+4. whitespace between words.
+
+From the current start the splitter finds, by an interpolating search on character positions, the
+furthest end whose text still fits (``count_tokens(text) <= limit``). It then cuts at the strongest
+candidate in the second half of that reach (the latest one among equals); if there is none there,
+at the last candidate before it, provided the piece after it fits in a chunk of its own; otherwise
+(a run with no punctuation or spaces longer than a chunk) at the reach itself, moved so that it
+does not separate a combining mark, variation selector or ZWJ sequence from its base.
+
+``count_tokens`` is treated as opaque (it may add special tokens, it need not be additive): every
+chunk's own text is measured before it is emitted. The number of calls is a small constant per
+chunk (typically 3-8 for the search, one check, a few for the overlap), each on about one chunk of
+text, so the work is linear in the length of the document.
+
+What is guaranteed (``split_spans`` exposes the character offsets)
+----------------------------------------------------------------
+* every chunk is an exact slice ``text[start:end]`` of its section, starts and ends with a
+  non-whitespace character, and ``count_tokens(chunk) <= min(chunk_tokens, max_tokens)``;
+* starts and ends strictly increase from chunk to chunk; consecutive chunks overlap only
+  within a section (``next.start < previous.end``), by whole sentences or clauses whose tokens
+  fit in ``min(overlap_tokens, limit // 2)``, and have no overlap when no such unit exists;
+* the spans cover every non-whitespace character of the text, so nothing is dropped or truncated:
+  concatenating each chunk's part after the previous chunk's end reproduces the text except
+  for whitespace between chunks;
+* no chunk is only whitespace; a chunk consists only of a heading only when the text after the
+  heading cannot start in the same chunk.
+
+A :class:`ValueError` is raised when the limit cannot be met at all (``count_tokens("")`` is
+already at the limit, or a single character counts more than the limit).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass
+from typing import Callable
+
+from ingest.loaders import LoadedDocument
+
+__all__ = ["ChunkDraft", "split_document", "split_spans", "split_text"]
+
+CountTokens = Callable[[str], int]
+
+PARAGRAPH, SENTENCE, LINE, CLAUSE, WORD = range(5)
+
+_CLOSERS = "”’」』）)】》〉\"'］]｝}〕〗"
+_SENTENCE_END = re.compile(
+    rf"(?:[。！？；｡…]+|[!?;]+|\.{{3,}}|\.(?=[{re.escape(_CLOSERS)}]*(?:\s|$)))"
+    rf"[{re.escape(_CLOSERS)}]*"
+)
+_CLAUSE_END = re.compile(rf"[，、：,:﹐﹑]+[{re.escape(_CLOSERS)}]*")
+_WHITESPACE = re.compile(r"\s+")
+_HEADING_LINE = re.compile(r"^ {0,3}(#{1,6})[ \t]+(\S.*?)[ \t#]*$")
+_FENCE = re.compile(r"^ {0,3}(```|~~~)")
+
+
+@dataclass
+class ChunkDraft:
+    """One chunk before embedding. ``index`` counts 0..n-1 over the whole document."""
+
+    text: str
+    page: int | None
+    heading: str
+    index: int
+
+
+# --------------------------------------------------------------------------------------------
+# Public functions
+
+
+def split_document(
+    doc: LoadedDocument,
+    count_tokens: CountTokens,
+    chunk_tokens: int = 256,
+    overlap_tokens: int = 32,
+    max_tokens: int | None = None,
+) -> list[ChunkDraft]:
+    """Cut ``doc`` into chunks; see the module docstring for how and what is guaranteed."""
+    limit = _limit(chunk_tokens, max_tokens)
+    counter = _Counter(count_tokens, limit)
+    chunks: list[ChunkDraft] = []
+    heading = doc.title
+    for page in doc.pages:
+        text = page.text
+        for start, end, section_heading, heading_end in _sections(text):
+            if section_heading is not None:
+                heading = section_heading
+            section = text[start:end]
+            spans = _split_section(section, counter, overlap_tokens, heading_end)
+            for s, e in spans:
+                chunks.append(ChunkDraft(section[s:e], page.number, heading, len(chunks)))
+    return chunks
+
+
+def split_text(
+    text: str,
+    count_tokens: CountTokens,
+    chunk_tokens: int = 256,
+    overlap_tokens: int = 32,
+    max_tokens: int | None = None,
+) -> list[str]:
+    """Cut plain ``text`` (one section: no heading handling) into chunk strings."""
+    return [text[s:e] for s, e in split_spans(text, count_tokens, chunk_tokens, overlap_tokens, max_tokens)]
+
+
+def split_spans(
+    text: str,
+    count_tokens: CountTokens,
+    chunk_tokens: int = 256,
+    overlap_tokens: int = 32,
+    max_tokens: int | None = None,
+) -> list[tuple[int, int]]:
+    """Like :func:`split_text`, but returns ``(start, end)`` character offsets into ``text``."""
+    counter = _Counter(count_tokens, _limit(chunk_tokens, max_tokens))
+    return _split_section(text, counter, overlap_tokens, 0)
+
+
+# --------------------------------------------------------------------------------------------
+# Internals
+
+
+def _limit(chunk_tokens: int, max_tokens: int | None) -> int:
+    if chunk_tokens < 1:
+        raise ValueError(f"chunk_tokens must be at least 1, not {chunk_tokens}")
+    if max_tokens is not None and max_tokens < 1:
+        raise ValueError(f"max_tokens must be at least 1, not {max_tokens}")
+    return chunk_tokens if max_tokens is None else min(chunk_tokens, max_tokens)
+
+
+class _Counter:
+    """``count_tokens`` plus what the search needs to know about it."""
+
+    def __init__(self, count_tokens: CountTokens, limit: int) -> None:
+        self.count = count_tokens
+        self.limit = limit
+        self.base = count_tokens("")  # special tokens every text pays for
+        if self.base >= limit:
+            raise ValueError(
+                f"the token limit {limit} leaves no room for text: an empty text already counts "
+                f"{self.base} tokens"
+            )
+        self.chars_per_token = 1.0  # learned from the chunks made so far
+
+
+def _sections(text: str) -> list[tuple[int, int, str | None, int]]:
+    """``(start, end, heading, heading_end)`` per section of a page.
+
+    ``heading`` is the section's heading text (None for text before the first heading) and
+    ``heading_end`` the offset, within the section, just after its heading line(s) (0 if none,
+    or if nothing follows the heading).
+    """
+    headings: list[tuple[int, int, str]] = []  # (line start, line end without newline, text)
+    offset = 0
+    in_fence = False
+    for line in text.splitlines(keepends=True):
+        stripped = line.rstrip("\r\n")
+        if _FENCE.match(stripped):
+            in_fence = not in_fence
+        elif not in_fence:
+            m = _HEADING_LINE.match(stripped)
+            if m:
+                headings.append((offset, offset + len(stripped.rstrip()), m.group(2).strip()))
+        offset += len(line)
+
+    sections: list[tuple[int, int, str | None, int]] = []
+    first = headings[0][0] if headings else len(text)
+    if text[:first].strip():
+        sections.append((0, first, None, 0))
+    block_start: int | None = None  # start of a run of headings with nothing between them
+    for i, (line_start, line_end, title) in enumerate(headings):
+        end = headings[i + 1][0] if i + 1 < len(headings) else len(text)
+        start = line_start if block_start is None else block_start
+        if not text[line_end:end].strip() and i + 1 < len(headings):
+            block_start = start  # empty section: carried into the next one
+            continue
+        block_start = None
+        body_follows = bool(text[line_end:end].strip())
+        sections.append((start, end, title, (line_end - start) if body_follows else 0))
+    return sections
+
+
+def _is_extender(ch: str) -> bool:
+    o = ord(ch)
+    return (
+        unicodedata.category(ch).startswith("M")
+        or 0xFE00 <= o <= 0xFE0F
+        or o == 0x200D
+        or 0x1F3FB <= o <= 0x1F3FF
+        or 0xE0020 <= o <= 0xE007F
+        or 0xE0100 <= o <= 0xE01EF
+    )
+
+
+class _Section:
+    def __init__(self, text: str, counter: _Counter) -> None:
+        self.text = text
+        self.n = len(text)
+        self.counter = counter
+        self.limit = counter.limit
+        marks: dict[int, int] = {}
+
+        def mark(pos: int, level: int) -> None:
+            if 0 < pos < self.n and marks.get(pos, 99) > level:
+                marks[pos] = level
+
+        for m in _WHITESPACE.finditer(text):
+            if m.start() == 0:
+                continue
+            newlines = m.group().count("\n")
+            mark(m.start(), PARAGRAPH if newlines >= 2 else LINE if newlines else WORD)
+        for m in _SENTENCE_END.finditer(text):
+            mark(m.end(), SENTENCE)
+        for m in _CLAUSE_END.finditer(text):
+            mark(m.end(), CLAUSE)
+        self.pos = sorted(marks)
+        self.lvl = [marks[p] for p in self.pos]
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def count(self, start: int, end: int) -> int:
+        return self.counter.count(self.text[start:end])
+
+    def skip_ws(self, i: int) -> int:
+        text, n = self.text, self.n
+        while i < n and text[i].isspace():
+            i += 1
+        return i
+
+    def trim(self, start: int, end: int) -> int:
+        text = self.text
+        while end > start and text[end - 1].isspace():
+            end -= 1
+        return end
+
+    # -- the search ----------------------------------------------------------------------------
+
+    def reach(self, p: int) -> int:
+        """The furthest end ``e > p`` with ``count(text[p:e]) <= limit`` (verified), found by an
+        interpolating search that assumes counts grow with length."""
+        counter, limit, n = self.counter, self.limit, self.n
+        base = counter.base
+        lo, hi = p, None  # text[p:lo] fits (lo == p: nothing measured yet); text[p:hi] does not
+        lo_count = base
+        guess = p + max(1, int((limit - base) * counter.chars_per_token * 1.05))
+        slack = max(1, limit // 64)
+        prev_span = None
+        for _ in range(64):
+            upper = n if hi is None else hi - 1
+            e = min(max(guess, lo + 1), upper)
+            c = self.count(p, e)
+            if c <= limit:
+                lo, lo_count = e, c
+            else:
+                hi = e
+            if lo == n or (hi is not None and hi - lo <= max(1, (lo - p) // 64)):
+                break
+            if lo > p and lo_count >= limit - slack:
+                break
+            rate = max(c - base, 1) / (e - p)  # tokens per character, from this measurement
+            target = p + int((limit - base) / rate)
+            if hi is None:
+                guess = max(target, e + 1) if c <= limit else target
+                if c <= limit and guess <= e:
+                    guess = p + 2 * (e - p)
+            else:
+                span = hi - lo
+                if prev_span is not None and span > prev_span // 2:
+                    guess = (lo + hi) // 2  # interpolation is not converging: bisect
+                else:
+                    guess = min(max(target, lo + 1), hi - 1)
+                prev_span = span
+        if lo == p:
+            if self.count(p, p + 1) > limit:
+                raise ValueError(
+                    f"the character {self.text[p]!r} alone counts more than the limit of {limit} "
+                    "tokens"
+                )
+            lo = p + 1
+        return lo
+
+    def choose_end(self, p: int, lo: int, floor: int) -> int:
+        """Where to cut a chunk starting at ``p`` whose text fits up to ``lo``; result > floor."""
+        if lo >= self.n:
+            return self.n
+        pos, lvl = self.pos, self.lvl
+        i = bisect_right(pos, floor)
+        j = bisect_right(pos, lo)
+        if i < j:
+            k = max(i, bisect_left(pos, p + (lo - p) // 2, i, j))
+            if k < j:
+                best = j - 1
+                for idx in range(j - 1, k - 1, -1):
+                    if lvl[idx] < lvl[best]:
+                        best = idx
+                        if lvl[idx] == PARAGRAPH:
+                            break
+                return pos[best]
+            last = pos[j - 1]
+            following = pos[j] if j < len(pos) else self.n
+            start = self.skip_ws(last)
+            if start >= following or self.count(start, following) <= self.limit:
+                return last
+        return self.char_cut(p, lo, floor)
+
+    def char_cut(self, p: int, lo: int, floor: int) -> int:
+        text = self.text
+        c = lo
+        lowest = max(p + 1, floor + 1, lo - 32)
+        while c > lowest and c < self.n and (_is_extender(text[c]) or text[c - 1] == "\u200d"):
+            c -= 1
+        if c < self.n and (_is_extender(text[c]) or text[c - 1] == "\u200d"):
+            return lo  # nothing better nearby
+        return c
+
+    def fit(self, p: int, end: int) -> int:
+        """Shrink ``end`` until ``text[p:end]`` (trimmed) fits; only needed when the counter is
+        not monotone."""
+        while True:
+            end = self.trim(p, end)
+            if self.count(p, end) <= self.limit:
+                return end
+            if self.count(p, p + 1) > self.limit:
+                raise ValueError(
+                    f"the character {self.text[p]!r} alone counts more than the limit of "
+                    f"{self.limit} tokens"
+                )
+            good, bad = p + 1, end  # largest fitting end in [good, bad)
+            while bad - good > 1:
+                mid = (good + bad) // 2
+                if self.count(p, mid) <= self.limit:
+                    good = mid
+                else:
+                    bad = mid
+            end = good
+
+    def overlap_start(self, p: int, end: int, budget: int) -> int | None:
+        """The earliest start after ``p`` of whole trailing units of ``text[p:end]`` whose tokens
+        fit in ``budget``; None when not even the last unit fits."""
+        if budget <= self.counter.base:
+            return None
+        pos, lvl = self.pos, self.lvl
+        i = bisect_right(pos, p)
+        j = bisect_left(pos, end)
+        starts: list[int] = []
+        for idx in range(i, j):
+            if lvl[idx] <= CLAUSE:
+                s = self.skip_ws(pos[idx])
+                if p < s < end and (not starts or s > starts[-1]):
+                    starts.append(s)
+        lo, hi = 0, len(starts)  # find the first start whose tail fits
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.count(starts[mid], end) <= budget:
+                hi = mid
+            else:
+                lo = mid + 1
+        return starts[lo] if lo < len(starts) else None
+
+
+def _split_section(
+    text: str, counter: _Counter, overlap_tokens: int, heading_end: int
+) -> list[tuple[int, int]]:
+    if overlap_tokens < 0:
+        raise ValueError(f"overlap_tokens must not be negative, not {overlap_tokens}")
+    sec = _Section(text, counter)
+    budget = min(overlap_tokens, counter.limit // 2)
+    spans: list[tuple[int, int]] = []
+    p = sec.skip_ws(0)
+    floor = heading_end  # the chunk must end after this (the heading, or the previous chunk)
+    prev_end = 0
+    while p < sec.n:
+        lo = sec.reach(p)
+        end = sec.trim(p, sec.choose_end(p, lo, max(floor, p)) if lo > floor else lo)
+        if end > floor:
+            end = sec.fit(p, end)
+        if end <= floor:
+            if p < prev_end:  # the overlap leaves no room: start after the previous chunk
+                p = sec.skip_ws(prev_end)
+            floor = p
+            continue
+        spans.append((p, end))
+        taken = counter.count(text[p:end]) - counter.base
+        if taken > 0 and end - p > 8:
+            counter.chars_per_token = (end - p) / taken
+        if sec.skip_ws(end) >= sec.n:
+            break
+        prev_end = floor = end
+        q = sec.overlap_start(p, end, budget) if budget > 0 else None
+        p = q if q is not None else sec.skip_ws(end)
+    return spans
