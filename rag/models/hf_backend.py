@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from dataclasses import replace
 from typing import Any, Iterator, Literal, Sequence
 
 from langchain_core.messages import BaseMessage
@@ -176,6 +177,9 @@ def load_causal_lm(path: str, *, rope: RopeConfig | None, device: str, dtype, qu
                 raise
             rope = None  # another rope type (e.g. llama3): left to transformers as declared
     if rope is not None:
+        # the model file is the authority on its head dimension (NTK's exponent uses it)
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        rope = replace(rope, head_dim=int(head_dim))
         apply_to_hf_config(config, rope)
     kw: dict[str, Any] = dict(config=config, dtype=dtype, use_safetensors=True, trust_remote_code=False)
     if quantization is not None:

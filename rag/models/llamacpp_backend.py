@@ -13,6 +13,7 @@ parsed, so the inner ``</s><s>`` become real tokens); other models the GGUF's ow
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator, Literal, Sequence
 
@@ -202,6 +203,7 @@ def build_llamacpp_chat_model(
     declared = rope_config_from_gguf(meta, ntk=False)
     if variant is not None:
         rope = RopeConfig.for_variant(variant, ntk=settings.rope_ntk and variant.rope.kind != "yarn")
+        rope = replace(rope, head_dim=declared.head_dim)  # the file's own head dimension
         agrees = declared.kind == rope.kind and abs(declared.factor - rope.factor) < 1e-6
         explicit = not (variant.gguf_has_rope_metadata and agrees)
         if not agrees and variant.gguf_has_rope_metadata:

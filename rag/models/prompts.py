@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
+from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, convert_to_messages
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. 你是一个乐于助人的助手。"
 """Upstream's ``prompts/alpaca-2.txt``, the system prompt used in SFT."""
@@ -82,6 +82,7 @@ def split_messages(
     Several system messages are joined; consecutive user messages are joined with a blank line;
     an assistant message with no user before it is attached to an empty user turn.
     """
+    messages = convert_to_messages(messages)
     system_parts: list[str] = []
     turns: list[tuple[str, str | None]] = []
     pending_user: list[str] = []
@@ -111,6 +112,7 @@ def format_messages_llama2(messages: Sequence[BaseMessage], default_system: str 
 
 def to_role_dicts(messages: Sequence[BaseMessage], default_system: str | None = None) -> list[dict[str, str]]:
     """OpenAI-style ``[{"role", "content"}]`` for chat templates of other model families."""
+    messages = convert_to_messages(messages)
     out: list[dict[str, str]] = []
     has_system = any(isinstance(m, SystemMessage) for m in messages)
     if default_system and not has_system:
@@ -123,7 +125,7 @@ def to_role_dicts(messages: Sequence[BaseMessage], default_system: str | None = 
 
 def format_plain(messages: Sequence[BaseMessage]) -> str:
     """Base (continuation) models: the messages' text, joined, to be continued."""
-    return "\n\n".join(_text(m) for m in messages if not isinstance(m, SystemMessage))
+    return "\n\n".join(_text(m) for m in convert_to_messages(messages) if not isinstance(m, SystemMessage))
 
 
 __all__ = [

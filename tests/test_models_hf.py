@@ -1,0 +1,117 @@
+"""transformers backend on a tiny random Llama (vocab 55296, char-level tokenizer)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import threading
+import time
+
+import pytest
+import torch
+
+from tests.test_models_support import make_tiny_llama
+
+from rag.models import load_chat_model
+from rag.models.errors import BackendUnavailable
+from rag.models.hf_backend import pick_dtype
+from rag.settings import ModelSettings
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    # the name matches a registry key, so the registry's 16K rope and Alpaca-2 prompt apply
+    path = tmp_path_factory.mktemp("m") / "chinese-alpaca-2-7b-16k-tiny"
+    make_tiny_llama(path)
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.Evil"}  # must never be imported
+    (path / "config.json").write_text(json.dumps(cfg))
+    return path
+
+
+def _load(folder, **kw):
+    kw.setdefault("max_new_tokens", 24)
+    kw.setdefault("temperature", 0.0)
+    return load_chat_model(ModelSettings(name=str(folder), **kw))
+
+
+def _hf_threads():
+    return [t for t in threading.enumerate() if t.name == "hf-generate" and t.is_alive()]
+
+
+def test_dtype_choice(monkeypatch):
+    assert pick_dtype("cpu") == torch.float32
+    assert pick_dtype("mps") == torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert pick_dtype("cuda") == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert pick_dtype("cuda:0") == torch.float16
+
+
+def test_loads_with_registry_rope_and_prompt(folder):
+    lm = _load(folder)
+    chat = lm.chat_model
+    assert lm.backend == "transformers" and lm.context_window == 16384 and not lm.is_stand_in
+    assert chat.model.config.rope_parameters["rope_type"] == "linear"
+    assert chat.model.config.rope_parameters["factor"] == 4.0
+    assert chat.model.dtype == torch.float32 and chat.model.device.type == "cpu"
+    assert chat.prompt_format == "llama2-chat"
+    assert chat.format_prompt([("human", "你好")]).endswith("你好 [/INST]")
+    # char-level tokenizer: one token per character, the model's own count
+    assert lm.count_tokens("你好abc") == 5 and chat.get_num_tokens("你好abc") == 5
+    assert chat.get_num_tokens_from_messages([("human", "hi")]) > 40
+
+
+def test_stream_equals_invoke_and_stops(folder):
+    chat = _load(folder).chat_model
+    chunks = [c.content for c in chat.stream("测试")]
+    full = "".join(chunks)
+    assert len([c for c in chunks if c]) >= 2 and len(full) >= 10
+    assert chat.invoke("测试").content == full  # greedy: same text
+    stop = full[6:8]
+    cut = chat.invoke("测试", stop=[stop]).content
+    assert cut == full[: full.index(stop)]
+
+
+def test_cancel_event_stops_generation(folder):
+    chat = _load(folder, max_new_tokens=4000).chat_model
+    ev = threading.Event()
+    n = 0
+    t0 = time.time()
+    for _ in chat.stream("长文", cancel_event=ev):
+        n += 1
+        if n == 3:
+            ev.set()
+    assert n < 10 and time.time() - t0 < 30
+    assert not _hf_threads()
+
+
+def test_consumer_stopping_stops_generation(folder):
+    chat = _load(folder, max_new_tokens=4000).chat_model
+    for _ in chat.stream("长文"):
+        break
+    deadline = time.time() + 5
+    while _hf_threads() and time.time() < deadline:
+        time.sleep(0.05)
+    assert not _hf_threads()
+
+
+def test_speculative_decoding_with_draft_model(folder):
+    plain = _load(folder).chat_model.invoke("草稿").content
+    lm = _load(folder, draft_model=str(folder))
+    assert lm.chat_model.draft_model is not None
+    assert lm.chat_model.invoke("草稿").content == plain  # greedy assisted decoding is exact
+
+
+def test_quantisation_needs_bitsandbytes(folder):
+    if importlib.util.find_spec("bitsandbytes") is not None:
+        pytest.skip("bitsandbytes is installed here")
+    with pytest.raises(BackendUnavailable, match="bitsandbytes"):
+        _load(folder, load_in_4bit=True)
+
+
+def test_ntk_setting_installs_hook(folder):
+    chat = _load(folder, rope_ntk=True).chat_model
+    assert chat.ntk_hook is not None and chat.context_window == 24576
+    assert chat.invoke("x").content  # generation works with the hook in place
+    assert chat.ntk_hook.pinned is None  # unpinned after the generation
