@@ -83,9 +83,15 @@ def server_tokenizer(base_url: str, api_key: str, model: str) -> Callable[[str],
     for url, body, read in probes:
         try:
             read(_http_json(url, body("probe"), api_key))
+            # some servers add BOS when tokenising (llama_cpp.server does): measure and drop it
+            offset = read(_http_json(url, body(""), api_key))
         except Exception:
             continue
-        return lambda text, url=url, body=body, read=read: read(_http_json(url, body(text), api_key)) if text else 0
+
+        def count(text: str, url=url, body=body, read=read, offset=offset) -> int:
+            return max(read(_http_json(url, body(text), api_key)) - offset, 0) if text else 0
+
+        return count
     return None
 
 
