@@ -1,0 +1,167 @@
+"""``KnowledgeBase``: the one object programmers, the CLIs and the UI use.
+
+Usage::
+
+    from rag.api import KnowledgeBase
+
+    kb = KnowledgeBase("my_kb")                         # a directory; created when missing
+    kb.add(["docs/", "notes.md"])                       # IngestReport
+    kb.ask("这份合同的违约金是多少？")                    # {"answer": "...[1]", "sources": [...], ...}
+    for event in kb.stream_ask("……"):                  # {"type": "token", "text"} ..., then {"type": "final", ...}
+        ...
+    kb.summarize()                                      # SummaryResult of the whole knowledge base
+    chain = kb.qa_chain(k=5) | some_other_runnable      # LangChain Runnables for your own chains
+
+The chat model is loaded on first use (``load_chat_model(settings)``) and cached; pass
+``model=`` (a :class:`rag.models.base.LoadedModel`, e.g. :func:`rag.testing.fake_loaded_model`)
+or set ``kb.model`` to use another one. The embedder is loaded when the knowledge base opens.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+from langchain_core.runnables import Runnable
+
+from ingest.embeddings import Embedder, load_embedder
+from ingest.pipeline import Ingestor, IngestReport, Progress
+from ingest.store import DocumentInfo, DocumentStore
+from rag.models.base import LoadedModel
+from rag.qa import QAChain, merge_overlapping
+from rag.retrieval import Hit, HybridRetriever
+from rag.settings import Settings
+from rag.summarize import SourceText, SummaryChain, Summarizer, SummaryProgress, SummaryResult
+
+
+class KnowledgeBase:
+    """A knowledge base directory with its store, ingestor, retriever and (lazy) chat model."""
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        settings: Settings | None = None,
+        *,
+        model: LoadedModel | None = None,
+        embedder: Embedder | None = None,
+    ) -> None:
+        settings = settings or Settings()
+        if path is not None:
+            settings = settings.with_store(path)
+        self.settings: Settings = settings
+        self.embedder: Embedder = embedder or load_embedder(settings.embedding)
+        self.store: DocumentStore = DocumentStore.open(settings, self.embedder)
+        self.ingestor: Ingestor = Ingestor(settings, embedder=self.embedder, store=self.store)
+        self.retriever: HybridRetriever = HybridRetriever.from_store(self.store, settings.retrieval)
+        self._model = model
+        self._model_lock = threading.Lock()
+
+    @property
+    def path(self) -> Path:
+        return self.store.dir
+
+    # -- documents ------------------------------------------------------------------------------
+
+    def add(self, paths: str | Path | Iterable[str | Path], progress: Callable[[Progress], None] | None = None) -> IngestReport:
+        """Ingest files and folders (unchanged files cost nothing); see :class:`IngestReport`."""
+        if isinstance(paths, (str, Path)):
+            paths = [paths]
+        return self.ingestor.ingest(paths, progress=progress)
+
+    def documents(self) -> list[DocumentInfo]:
+        return self.store.documents()
+
+    def remove(self, ref: str) -> bool:
+        """Remove a document by id, id prefix, source path or file name; False when not found."""
+        return self.ingestor.remove(ref)
+
+    # -- model ------------------------------------------------------------------------------------
+
+    @property
+    def model(self) -> LoadedModel:
+        """The chat model, loaded on first use with ``load_chat_model(self.settings)``."""
+        if self._model is None:
+            with self._model_lock:
+                if self._model is None:
+                    from rag.models.loader import load_chat_model
+
+                    self._model = load_chat_model(self.settings)
+        return self._model
+
+    @model.setter
+    def model(self, value: LoadedModel | None) -> None:
+        self._model = value
+
+    # -- retrieval and QA ---------------------------------------------------------------------------
+
+    def retrieve(self, question: str, k: int | None = None, doc_ids: list[str] | None = None) -> list[Hit]:
+        """The best chunks for ``question`` (hybrid dense + BM25), best first; see rag.retrieval."""
+        return self.retriever.search(question, k=k, doc_ids=doc_ids)
+
+    def qa_chain(self, k: int | None = None, doc_ids: Sequence[str] | None = None) -> Runnable:
+        """Runnable: ``{"question", "history": [(user, assistant), ...]}`` → answer dict (rag.qa)."""
+        return QAChain(
+            self.model,
+            self.retriever,
+            k=k,
+            doc_ids=doc_ids,
+            system_prompt=self.settings.model.system_prompt,
+        )
+
+    def ask(self, question: str, history=None, doc_ids: list[str] | None = None, k: int | None = None) -> dict:
+        return self.qa_chain(k=k, doc_ids=doc_ids).invoke({"question": question, "history": history or []})
+
+    def stream_ask(self, question: str, history=None, doc_ids: list[str] | None = None, k: int | None = None) -> Iterator[dict]:
+        """``{"type": "token", "text"}`` events, then one ``{"type": "final", "answer", "sources", ...}``."""
+        yield from self.qa_chain(k=k, doc_ids=doc_ids).stream({"question": question, "history": history or []})
+
+    # -- summaries ----------------------------------------------------------------------------------
+
+    def document_texts(self, doc_ids: Sequence[str] | None = None) -> list[SourceText]:
+        """Documents rebuilt from their stored chunks (overlaps removed), in catalogue order."""
+        docs = self.store.documents()
+        if doc_ids is not None:
+            wanted = list(doc_ids)
+            by_id = {d.doc_id: d for d in docs}
+            docs = [by_id[i] for i in wanted if i in by_id]
+        out = []
+        for doc in docs:
+            text = ""
+            page = object()
+            for chunk in self.store.document_chunks(doc.doc_id):
+                if not text:
+                    text = chunk.text
+                elif chunk.page != page:
+                    text += "\n\n" + chunk.text
+                else:
+                    text = merge_overlapping(text, chunk.text)
+                page = chunk.page
+            name = doc.file_names[0] if doc.file_names else doc.title
+            out.append(SourceText(name, text, doc.doc_id))
+        return out
+
+    def summarizer(self) -> Summarizer:
+        return Summarizer(self.model, system_prompt=self.settings.model.system_prompt)
+
+    def summarize(
+        self,
+        doc_ids: list[str] | None = None,
+        strategy: str = "auto",
+        progress: Callable[[SummaryProgress], None] | None = None,
+    ) -> SummaryResult:
+        """Summary of the given documents (all of them when ``doc_ids`` is None)."""
+        return self.summarizer().summarize(self.document_texts(doc_ids), strategy, progress)
+
+    def summary_chain(self, strategy: str = "auto") -> Runnable:
+        """Runnable: ``{"doc_ids": [...] | None}``, a text or a list of texts → ``SummaryResult`` dict."""
+        return SummaryChain(self.summarizer(), strategy, loader=self.document_texts)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __repr__(self) -> str:
+        return f"KnowledgeBase({str(self.store.dir)!r})"
+
+
+__all__ = ["KnowledgeBase", "Hit", "SummaryResult", "SummaryProgress", "DocumentInfo", "IngestReport", "Progress"]

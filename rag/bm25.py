@@ -1,0 +1,315 @@
+"""BM25 over the search tokens stored at ingest, as one sparse matrix per store generation.
+
+Usage::
+
+    from rag.bm25 import BM25Index, load_index
+    index = load_index(store)                    # cached per (store dir, generation)
+    index.search(["北京", "首都"], k=10)          # [(row, score)] best first
+    index.chunk_ids[row], index.doc_ids[row]
+
+How it works
+------------
+``DocumentStore.lexical_rows()`` gives every complete chunk's space-joined tokens (computed once
+at ingest by :func:`ingest.lexical.search_tokens`). From them we build ``W``, a SciPy CSR matrix
+of shape ``(vocabulary, chunks)`` whose entry ``(t, d)`` is the full Okapi BM25 weight of term
+``t`` in chunk ``d``::
+
+    idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len(d) / avgdl))
+    idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5))
+
+A query's scores are then the sum of its terms' rows (``W[terms].sum(0)``, a few sparse rows),
+and the top k come from ``np.argpartition``; nothing is rebuilt per query.
+
+The index is rebuilt only when the store's ``generation`` changes (every committed ingest or
+removal bumps it). A built index is also saved next to the catalogue as
+``bm25-<generation>.npz`` so that a new process (a CLI call, a Streamlit restart) loads it
+instead of re-tokenising; older files are deleted. See docs/benchmarks.md for build vs load
+times at 100k chunks.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from scipy import sparse
+
+K1 = 1.2
+B = 0.75
+INDEX_PREFIX = "bm25-"
+INDEX_FORMAT = 2
+
+
+@dataclass
+class BM25Index:
+    """A BM25 weight matrix and the chunks its columns stand for."""
+
+    weights: sparse.csr_matrix  # (terms, chunks), float32
+    vocab: dict[str, int]
+    idf: np.ndarray  # (terms,), float32
+    chunk_ids: list[str]
+    doc_ids: list[str]
+    generation: int = -1
+    built_in_s: float = 0.0
+    loaded_from_disk: bool = False
+    _doc_rows: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    _columns: dict[str, int] | None = field(default=None, repr=False)
+
+    # -- building ----------------------------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls,
+        rows: Iterable[tuple[str, str, str]],
+        k1: float = K1,
+        b: float = B,
+        generation: int = -1,
+    ) -> "BM25Index":
+        """From ``(chunk_id, doc_id, space-joined tokens)`` rows (``DocumentStore.lexical_rows``)."""
+        start = time.perf_counter()
+        vocab: dict[str, int] = {}
+        chunk_ids: list[str] = []
+        doc_ids: list[str] = []
+        term_idx: list[int] = []
+        doc_idx: list[int] = []
+        lengths: list[int] = []
+        for col, (chunk_id, doc_id, tokens) in enumerate(rows):
+            chunk_ids.append(chunk_id)
+            doc_ids.append(doc_id)
+            words = tokens.split()
+            lengths.append(len(words))
+            setdefault = vocab.setdefault
+            ids = [setdefault(w, len(vocab)) for w in words]
+            term_idx.extend(ids)
+            doc_idx.extend([col] * len(ids))
+        n_docs, n_terms = len(chunk_ids), len(vocab)
+        if n_docs == 0:
+            empty = sparse.csr_matrix((0, 0), dtype=np.float32)
+            return cls(empty, {}, np.zeros(0, np.float32), [], [], generation, time.perf_counter() - start)
+        # COO with duplicates summed = term frequencies
+        tf = sparse.coo_matrix(
+            (np.ones(len(term_idx), dtype=np.float32), (np.asarray(term_idx), np.asarray(doc_idx))),
+            shape=(n_terms, n_docs),
+        ).tocsr()
+        tf.sum_duplicates()
+        lengths_arr = np.asarray(lengths, dtype=np.float32)
+        avgdl = float(lengths_arr.mean()) or 1.0
+        df = np.diff(tf.indptr).astype(np.float32)  # nnz per term row = document frequency
+        idf = np.log1p((n_docs - df + 0.5) / (df + 0.5)).astype(np.float32)
+        norm = (k1 * (1.0 - b + b * lengths_arr / avgdl)).astype(np.float32)
+        data = tf.data
+        cols = tf.indices
+        rows_of = np.repeat(np.arange(n_terms), np.diff(tf.indptr))
+        tf.data = (idf[rows_of] * data * (k1 + 1.0) / (data + norm[cols])).astype(np.float32)
+        return cls(tf, vocab, idf, chunk_ids, doc_ids, generation, time.perf_counter() - start)
+
+    # -- persistence ----------------------------------------------------------------------------
+
+    def save(self, path: Path) -> None:
+        """Write atomically (temp file + rename) so a reader never sees half a file."""
+        terms = np.array(sorted(self.vocab, key=self.vocab.__getitem__), dtype=object)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(
+                fh,
+                format=np.int64(INDEX_FORMAT),
+                generation=np.int64(self.generation),
+                data=self.weights.data,
+                indices=self.weights.indices,
+                indptr=self.weights.indptr,
+                shape=np.asarray(self.weights.shape, dtype=np.int64),
+                idf=self.idf,
+                terms="\n".join(terms.tolist()),
+                chunk_ids="\n".join(self.chunk_ids),
+                doc_ids="\n".join(self.doc_ids),
+            )
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> "BM25Index":
+        start = time.perf_counter()
+        with np.load(path, allow_pickle=False) as z:
+            if int(z["format"]) != INDEX_FORMAT:
+                raise ValueError(f"{path}: index format {int(z['format'])}, expected {INDEX_FORMAT}")
+            shape = tuple(int(x) for x in z["shape"])
+            weights = sparse.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=shape)
+            terms = str(z["terms"]).split("\n") if shape[0] else []
+            chunk_ids = str(z["chunk_ids"]).split("\n") if shape[1] else []
+            doc_ids = str(z["doc_ids"]).split("\n") if shape[1] else []
+            index = cls(
+                weights,
+                {t: i for i, t in enumerate(terms)},
+                z["idf"],
+                chunk_ids,
+                doc_ids,
+                int(z["generation"]),
+            )
+        index.built_in_s = time.perf_counter() - start
+        index.loaded_from_disk = True
+        return index
+
+    # -- searching --------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.chunk_ids)
+
+    def term_ids(self, tokens: Sequence[str]) -> list[int]:
+        """Known query terms, each once (repeating a word in a question does not weigh it more)."""
+        seen: dict[int, None] = {}
+        for t in tokens:
+            i = self.vocab.get(t)
+            if i is not None:
+                seen.setdefault(i, None)
+        return list(seen)
+
+    def scores(self, tokens: Sequence[str]) -> np.ndarray:
+        """BM25 score of every chunk (dense float32 array, one per column)."""
+        ids = self.term_ids(tokens)
+        if not ids or not len(self):
+            return np.zeros(len(self), dtype=np.float32)
+        if len(ids) == 1:
+            return np.asarray(self.weights[ids[0]].toarray()).ravel()
+        return np.asarray(self.weights[ids].sum(axis=0)).ravel()
+
+    def column(self, chunk_id: str) -> int | None:
+        """The column of a chunk id (None when the chunk is not in this index)."""
+        if self._columns is None:
+            self._columns = {c: i for i, c in enumerate(self.chunk_ids)}
+        return self._columns.get(chunk_id)
+
+    def rows_for_docs(self, doc_ids: Iterable[str]) -> np.ndarray:
+        if self._doc_rows is None:
+            by_doc: dict[str, list[int]] = {}
+            for i, d in enumerate(self.doc_ids):
+                by_doc.setdefault(d, []).append(i)
+            self._doc_rows = {d: np.asarray(r, dtype=np.int64) for d, r in by_doc.items()}
+        parts = [self._doc_rows[d] for d in doc_ids if d in self._doc_rows]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    def search(
+        self, tokens: Sequence[str], k: int, doc_ids: Iterable[str] | None = None
+    ) -> list[tuple[int, float]]:
+        """Top ``k`` ``(column, score)`` with score > 0, best first, optionally within documents."""
+        if k <= 0 or not len(self):
+            return []
+        scores = self.scores(tokens)
+        if doc_ids is not None:
+            allowed = self.rows_for_docs(doc_ids)
+            if not len(allowed):
+                return []
+            sub = scores[allowed]
+            top = _top(sub, k)
+            return [(int(allowed[i]), float(sub[i])) for i in top if sub[i] > 0]
+        return [(int(i), float(scores[i])) for i in _top(scores, k) if scores[i] > 0]
+
+    def matched_idf_fraction(self, tokens: Sequence[str], column: int) -> float:
+        """Share (0..1) of the query's IDF mass whose terms occur in chunk ``column``.
+
+        A readable lexical relevance: 1.0 means every informative word of the question is in the
+        chunk; rare words count more than common ones. Unknown query words count as missing
+        (weight: the IDF of a term seen in no chunk).
+        """
+        if not tokens:
+            return 0.0
+        n = len(self)
+        unknown_idf = math.log1p((n + 0.5) / 0.5) if n else 1.0
+        total = 0.0
+        present = 0.0
+        for t in dict.fromkeys(tokens):
+            i = self.vocab.get(t)
+            if i is None:
+                total += unknown_idf
+                continue
+            w = float(self.idf[i])
+            total += w
+            start, end = self.weights.indptr[i], self.weights.indptr[i + 1]
+            cols = self.weights.indices[start:end]
+            pos = np.searchsorted(cols, column)
+            if pos < len(cols) and cols[pos] == column:
+                present += w
+        return present / total if total > 0 else 0.0
+
+
+def _top(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest values, best first (argpartition, then a sort of k)."""
+    n = len(scores)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    if k >= n:
+        return np.argsort(-scores, kind="stable")
+    part = np.argpartition(-scores, k - 1)[:k]
+    return part[np.argsort(-scores[part], kind="stable")]
+
+
+# -- per-store cache ---------------------------------------------------------------------------
+
+_cache: dict[str, BM25Index] = {}
+_cache_lock = threading.Lock()
+_build_locks: dict[str, threading.Lock] = {}
+
+
+def index_path(store_dir: Path, generation: int) -> Path:
+    return Path(store_dir) / f"{INDEX_PREFIX}{generation}.npz"
+
+
+def load_index(store, persist: bool = True) -> BM25Index:
+    """The BM25 index of ``store`` at its current generation: from memory, else from the
+    ``.npz`` written by an earlier process, else built from ``lexical_rows()`` (and saved).
+    """
+    key = str(store.dir)
+    generation = store.generation
+    cached = _cache.get(key)
+    if cached is not None and cached.generation == generation:
+        return cached
+    with _cache_lock:
+        lock = _build_locks.setdefault(key, threading.Lock())
+    with lock:
+        cached = _cache.get(key)
+        if cached is not None and cached.generation == generation:
+            return cached
+        path = index_path(store.dir, generation)
+        index = None
+        if persist and path.exists():
+            try:
+                index = BM25Index.load(path)
+                if index.generation != generation:
+                    index = None
+            except Exception:  # a damaged or old-format file: rebuild it
+                index = None
+        if index is None:
+            # read the generation again with the rows: a writer may commit in between, and then
+            # the index must not be labelled with the older number
+            rows = store.lexical_rows()
+            after = store.generation
+            index = BM25Index.build(rows, generation=generation if after == generation else -1)
+            if persist and index.generation == generation:
+                try:
+                    index.save(path)
+                    _remove_stale(store.dir, keep=path)
+                except OSError:
+                    pass  # a read-only store still works, it just rebuilds next time
+        _cache[key] = index
+        return index
+
+
+def _remove_stale(store_dir: Path, keep: Path) -> None:
+    for old in Path(store_dir).glob(f"{INDEX_PREFIX}*.npz"):
+        if old != keep:
+            try:
+                old.unlink()
+            except OSError:
+                pass
+
+
+def clear_cache() -> None:
+    with _cache_lock:
+        _cache.clear()
+
+
+__all__ = ["BM25Index", "load_index", "index_path", "clear_cache", "K1", "B"]

