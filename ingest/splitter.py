@@ -94,7 +94,7 @@ def split_document(
     max_tokens: int | None = None,
 ) -> list[ChunkDraft]:
     """Cut ``doc`` into chunks; see the module docstring for how and what is guaranteed."""
-    limit = _limit(chunk_tokens, max_tokens)
+    limit = _limit(chunk_tokens, max_tokens, overlap_tokens)
     counter = _Counter(count_tokens, limit)
     chunks: list[ChunkDraft] = []
     heading = doc.title
@@ -129,7 +129,7 @@ def split_spans(
     max_tokens: int | None = None,
 ) -> list[tuple[int, int]]:
     """Like :func:`split_text`, but returns ``(start, end)`` character offsets into ``text``."""
-    counter = _Counter(count_tokens, _limit(chunk_tokens, max_tokens))
+    counter = _Counter(count_tokens, _limit(chunk_tokens, max_tokens, overlap_tokens))
     return _split_section(text, counter, overlap_tokens, 0)
 
 
@@ -137,7 +137,9 @@ def split_spans(
 # Internals
 
 
-def _limit(chunk_tokens: int, max_tokens: int | None) -> int:
+def _limit(chunk_tokens: int, max_tokens: int | None, overlap_tokens: int) -> int:
+    if overlap_tokens < 0:
+        raise ValueError(f"overlap_tokens must not be negative, not {overlap_tokens}")
     if chunk_tokens < 1:
         raise ValueError(f"chunk_tokens must be at least 1, not {chunk_tokens}")
     if max_tokens is not None and max_tokens < 1:
@@ -378,8 +380,6 @@ class _Section:
 def _split_section(
     text: str, counter: _Counter, overlap_tokens: int, heading_end: int
 ) -> list[tuple[int, int]]:
-    if overlap_tokens < 0:
-        raise ValueError(f"overlap_tokens must not be negative, not {overlap_tokens}")
     sec = _Section(text, counter)
     budget = min(overlap_tokens, counter.limit // 2)
     spans: list[tuple[int, int]] = []
