@@ -1,0 +1,436 @@
+"""alpaca-docqa in the browser: ``streamlit run ui/app.py`` (or ``make run``).
+
+Upload documents, manage knowledge bases, ask questions with cited answers, summarise.
+Configuration comes from :class:`rag.settings.Settings` (``DOCQA_*`` variables, ``docqa.toml``);
+the sidebar changes the model and the sampling for this browser session. The server binds to
+127.0.0.1 (``.streamlit/config.toml``). How knowledge bases are laid out on disk and how tests
+inject settings and a model: see :mod:`ui.services`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `streamlit run ui/app.py` puts ui/ on the path, not the project
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from rag.models.registry import list_models  # noqa: E402
+from rag.settings import Settings  # noqa: E402
+from ui import components as ui  # noqa: E402
+from ui import services  # noqa: E402
+
+STRATEGIES = {
+    "auto": "auto — pick by length",
+    "stuff": "stuff — everything in one prompt",
+    "map_reduce": "map_reduce — summarise parts, then combine",
+    "refine": "refine — read part by part, improving the summary",
+}
+MODEL_SOURCES = ["Stand-in (packaged SmolLM2)", "Chinese-Alpaca-2 variant", "Local path", "Server URL"]
+BACKENDS = ["auto", "llamacpp", "transformers", "openai"]
+
+st.set_page_config(page_title="alpaca-docqa", page_icon="📚", layout="wide")
+state = st.session_state
+
+
+# -- settings -----------------------------------------------------------------------------------
+
+
+def base_settings() -> Settings:
+    injected = state.get(services.SETTINGS_KEY)
+    if injected is not None:
+        return injected
+    if "_env_settings" not in state:
+        state["_env_settings"] = Settings()
+    return state["_env_settings"]
+
+
+def init_state(base: Settings) -> None:
+    ms = base.model
+    defaults = {
+        "kb_name": services.DEFAULT_KB,
+        "chats": {},
+        "upload_results": {},
+        "uploader_gen": 0,
+        "summary": None,
+        "model_name": ms.name,
+        "model_backend": ms.backend,
+        "model_ctx": int(ms.context_length or 0),
+        "temperature": float(ms.temperature),
+        "max_new_tokens": int(ms.max_new_tokens),
+        "k": int(base.retrieval.k),
+        "confirm_delete_kb": False,
+    }
+    for key, value in defaults.items():
+        state.setdefault(key, value)
+    if "model_source" not in state:
+        name = ms.name.strip()
+        if not name:
+            state.model_source = MODEL_SOURCES[0]
+        elif name.startswith(("http://", "https://")):
+            state.model_source, state.model_url = MODEL_SOURCES[3], name
+        elif name.lower() in {m.key for m in list_models()}:
+            state.model_source, state.model_variant = MODEL_SOURCES[1], name.lower()
+        else:  # a file, folder, Hub id or quantised registry name
+            state.model_source, state.model_path = MODEL_SOURCES[2], name
+
+
+def effective_settings(base: Settings, kb_dir: Path) -> Settings:
+    """The base settings with this session's knowledge base, model and sampling choices."""
+    s = base.with_store(kb_dir)
+    model = s.model.model_copy(update={
+        "name": state.model_name,
+        "backend": state.model_backend,
+        "context_length": int(state.model_ctx) or None,
+        "temperature": float(state.temperature),
+        "max_new_tokens": int(state.max_new_tokens),
+    })
+    retrieval = s.retrieval.model_copy(update={"k": int(state.k)})
+    return s.model_copy(update={"model": model, "retrieval": retrieval})
+
+
+base = base_settings()
+init_state(base)
+
+
+# -- sidebar: knowledge bases ----------------------------------------------------------------------
+
+sb = st.sidebar
+sb.title("📚 alpaca-docqa")
+kbs = services.list_kbs(base)
+if state.kb_name not in kbs:
+    state.kb_name = services.DEFAULT_KB
+sb.selectbox(
+    "Knowledge base", list(kbs), key="kb_name",
+    help=f"'default' is {kbs[services.DEFAULT_KB]}; others live in {services.kb_root(base)}.",
+)
+kb_dir = kbs[state.kb_name]
+with sb.expander("Manage knowledge bases"):
+    with st.form("new_kb", clear_on_submit=True, border=False):
+        new_name = st.text_input("New knowledge base", placeholder="e.g. 合同 or reports-2024")
+        if st.form_submit_button("Create"):
+            try:
+                services.create_kb(base, new_name)
+            except ValueError as exc:
+                st.error(str(exc))
+            else:
+                state.kb_name = services.validate_kb_name(new_name)
+                st.rerun()
+    if state.kb_name == services.DEFAULT_KB:
+        st.caption("The default knowledge base cannot be deleted (delete its documents instead).")
+    elif not state.confirm_delete_kb:
+        if st.button(f"Delete '{state.kb_name}'…", key="ask_delete_kb"):
+            state.confirm_delete_kb = True
+            st.rerun()
+    else:
+        st.warning(f"Delete knowledge base '{state.kb_name}' with all its documents and uploads? This cannot be undone.")
+        c1, c2 = st.columns(2)
+        if c1.button("Yes, delete", type="primary", key="confirm_delete_kb_yes"):
+            name = state.kb_name
+            services.delete_kb(base, name)
+            state.chats.pop(name, None)
+            state.kb_name = services.DEFAULT_KB
+            state.confirm_delete_kb = False
+            st.toast(f"Deleted knowledge base '{name}'")
+            st.rerun()
+        if c2.button("Cancel", key="confirm_delete_kb_no"):
+            state.confirm_delete_kb = False
+            st.rerun()
+
+
+# -- sidebar: model and answering settings ------------------------------------------------------------
+
+sb.subheader("Model")
+model_info = sb.container()
+with sb.expander("Choose the model", expanded=False):
+    with st.form("model_form", border=False):
+        st.radio("Model", MODEL_SOURCES, key="model_source")
+        variants = [m.key for m in list_models()]
+        st.selectbox("Variant (downloaded from the Hub when missing and allowed)", variants, key="model_variant")
+        st.text_input("Local path (.gguf file, HF model folder) or Hub id", key="model_path")
+        st.text_input("Server URL (OpenAI-compatible)", key="model_url", placeholder="http://127.0.0.1:8000/v1")
+        st.selectbox("Backend", BACKENDS, key="model_backend_choice",
+                     index=BACKENDS.index(state.model_backend) if state.model_backend in BACKENDS else 0)
+        st.number_input("Context length (0 = the model's own)", min_value=0, max_value=262144, step=1024,
+                        key="model_ctx_choice", value=int(state.model_ctx))
+        if st.form_submit_button("Apply"):
+            chosen = {
+                MODEL_SOURCES[0]: "",
+                MODEL_SOURCES[1]: state.get("model_variant", ""),
+                MODEL_SOURCES[2]: (state.get("model_path") or "").strip(),
+                MODEL_SOURCES[3]: (state.get("model_url") or "").strip(),
+            }[state.model_source]
+            if state.model_source != MODEL_SOURCES[0] and not chosen:
+                st.error("Fill in the field for the model source you picked.")
+            else:
+                state.model_name = chosen
+                state.model_backend = state.model_backend_choice
+                state.model_ctx = int(state.model_ctx_choice)
+                st.rerun()
+
+sb.subheader("Answering")
+sb.slider("Passages per question (k)", 1, 20, key="k",
+          help="How many passages retrieval hands to the model (more on long-context models).")
+sb.slider("Temperature", 0.0, 1.5, step=0.05, key="temperature", help="0 = always the most likely words.")
+sb.slider("Max new tokens", 16, 4096, step=16, key="max_new_tokens", help="Longest answer the model may write.")
+
+settings = effective_settings(base, kb_dir)
+
+
+# -- the knowledge base and the model -------------------------------------------------------------------
+
+try:
+    with st.spinner(f"Opening knowledge base '{state.kb_name}' (first time: loading the embedder)…"):
+        kb = services.open_kb(settings)
+except Exception as exc:  # a broken store or a missing embedder: say so, keep the page usable
+    st.error(f"The knowledge base at {kb_dir} cannot be opened: {exc}")
+    st.stop()
+
+_model_cache: dict = {}
+
+
+def get_model():
+    """(LoadedModel with this session's sampling, error text); loads once per server, with feedback."""
+    if "value" not in _model_cache:
+        injected = state.get(services.MODEL_KEY)
+        try:
+            if injected is not None:
+                loaded = injected
+            else:
+                label = settings.model.name or "the stand-in model"
+                with st.spinner(f"Loading {label} (first time only)…"):
+                    loaded = services.load_model(settings)
+            _model_cache["value"] = (services.with_sampling(loaded, settings), None)
+        except Exception as exc:
+            _model_cache["value"] = (None, f"{type(exc).__name__}: {exc}")
+    return _model_cache["value"]
+
+
+docs = kb.documents()
+doc_names = {d.doc_id: ui.doc_label(d) for d in docs}
+chat_log = state.chats.setdefault(state.kb_name, [])
+
+st.title("Ask your documents")
+st.caption(f"Knowledge base **{state.kb_name}** · {len(docs)} document(s) · `{kb_dir}`")
+
+scope_key = f"scope_{state.kb_name}"
+if scope_key in state:
+    state[scope_key] = [d for d in state[scope_key] if d in doc_names]
+chosen_ids = st.multiselect(
+    "Use only these documents (empty = all)", list(doc_names), key=scope_key,
+    format_func=lambda i: doc_names.get(i, i), disabled=not docs,
+    help="Questions and summaries only read the documents chosen here.",
+)
+doc_ids = list(chosen_ids) or None
+
+tab_chat, tab_docs, tab_summary = st.tabs(["💬 Chat", "📄 Documents", "📝 Summary"])
+
+
+# -- documents -------------------------------------------------------------------------------------------
+
+with tab_docs:
+    limit = float(base.ui.max_upload_mb)
+    uploaded = st.file_uploader(
+        f"Add documents — drag and drop or browse (PDF, DOCX, HTML, Markdown, text; up to {limit:g} MB each)",
+        type=services.supported_suffixes(), accept_multiple_files=True,
+        key=f"uploader_{state.uploader_gen}",
+    )
+    if uploaded:
+        files = [(f.name, f.getvalue()) for f in uploaded]
+        with st.status(f"Adding {len(files)} file(s)…", expanded=True) as status:
+            bar = st.progress(0.0, text="Checking, saving and reading the files…")
+
+            def on_file(name: str, done: int, total: int, outcome: str) -> None:
+                bar.progress(done / max(total, 1), text=f"{done}/{total} · {name}: {outcome}")
+
+            try:
+                batch = services.ingest_uploads(kb, files, limit, progress=on_file)
+            except Exception as exc:
+                status.update(label="Adding the files failed", state="error")
+                st.error(f"{type(exc).__name__}: {exc}")
+            else:
+                counts = batch.counts()
+                summary = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items())
+                status.update(label=f"Done: {summary}", state="error" if batch.failed else "complete",
+                              expanded=False)
+                state.upload_results[state.kb_name] = batch.outcomes
+                state.uploader_gen += 1  # a fresh, empty uploader
+                st.rerun()
+    results = state.upload_results.get(state.kb_name)
+    if results:
+        with st.container(border=True):
+            st.markdown("**Last upload**")
+            ui.render_upload_outcomes(results)
+            if st.button("Dismiss", key="dismiss_upload"):
+                state.upload_results.pop(state.kb_name, None)
+                st.rerun()
+
+    st.subheader(f"Documents ({len(docs)})")
+    if not docs:
+        st.info("This knowledge base is empty. Drop files above to add them.")
+    else:
+        header = st.columns([5, 1, 1, 2, 1])
+        for col, text in zip(header, ["File", "Pages", "Chunks", "Added", ""]):
+            col.markdown(f"**{text}**")
+        for d in docs:
+            cols = st.columns([5, 1, 1, 2, 1], vertical_alignment="center")
+            stems = {Path(n).stem for n in d.file_names}
+            title = f" — {d.title}" if d.title and d.title not in d.file_names and d.title not in stems else ""
+            cols[0].markdown(f"{doc_names[d.doc_id]}{title}  \n`{d.doc_id[:12]}` · {d.file_type}")
+            cols[1].write(str(d.pages))
+            cols[2].write(str(d.chunk_count))
+            cols[3].write(ui.when(d.added_at))
+            if cols[4].button("🗑️", key=f"del_{d.doc_id}", help=f"Delete {doc_names[d.doc_id]}"):
+                with st.spinner(f"Deleting {doc_names[d.doc_id]}…"):
+                    services.delete_document(kb, d.doc_id)
+                st.toast(f"Deleted {doc_names[d.doc_id]}")
+                st.rerun()
+        with st.expander("Re-index"):
+            st.caption("Read the documents' files again: changed files are re-indexed, unchanged ones "
+                       "are skipped. 'Rebuild' re-splits and re-embeds everything (after changing "
+                       "chunking or embedding settings).")
+            rebuild = st.checkbox("Rebuild from scratch", key="rebuild")
+            if st.button("Re-index now", key="reindex"):
+                with st.status("Re-indexing…", expanded=True) as status:
+                    bar = st.progress(0.0)
+
+                    def on_reindex(p) -> None:
+                        bar.progress(p.done / max(p.total, 1), text=f"{p.done}/{p.total} · {Path(p.path).name}: {p.status}")
+
+                    result = services.reindex(kb, rebuild=rebuild, doc_ids=doc_ids, progress=on_reindex)
+                    r = result.report
+                    if r is not None:
+                        st.write(f"added {r.added}, updated {r.updated}, unchanged {r.unchanged}, "
+                                 f"chunks {r.chunks}, failed {len(r.failed)}")
+                        for f in r.failed:
+                            st.error(f"{Path(f.path).name}: {f.error}")
+                    for m in result.missing:
+                        st.warning(f"{m}: the file is gone; the stored copy was kept (delete it above if unwanted).")
+                    status.update(label="Re-index finished", state="error" if (r and r.failed) else "complete")
+
+
+# -- chat --------------------------------------------------------------------------------------------------
+
+with tab_chat:
+    notice_slot = st.container()
+    if not docs:
+        st.info("**No documents yet.** Open the **📄 Documents** tab and drop PDF, Word, HTML, Markdown or "
+                "text files there; then ask questions here. Answers cite the passages they use [1], [2] …")
+    for message in chat_log:
+        with st.chat_message(message["role"]):
+            if message["role"] == "assistant":
+                ui.render_answer(message)
+            else:
+                st.markdown(message["content"])
+    question = st.chat_input("Ask a question about your documents…" if docs else "Add documents first",
+                             disabled=not docs, key="question")
+    if question:
+        history = services.history_pairs(chat_log)
+        chat_log.append({"role": "user", "content": question})
+        with st.chat_message("user"):
+            st.markdown(question)
+        with st.chat_message("assistant"):
+            model, error = get_model()
+            if model is None:
+                message = {"role": "assistant", "content": f"The model could not be loaded: {error}", "error": True}
+            else:
+                kb_view = services.with_model(kb, model)
+                final: dict = {}
+
+                def tokens():
+                    for event in kb_view.stream_ask(question, history=history, doc_ids=doc_ids, k=int(state.k)):
+                        if event.get("type") == "token":
+                            yield event.get("text", "")
+                        elif event.get("type") == "final":
+                            final.update(event)
+
+                slot = st.empty()
+                try:
+                    with slot.container():
+                        with st.spinner("Searching the documents…"):
+                            streamed = st.write_stream(tokens())
+                except Exception as exc:
+                    message = {"role": "assistant", "content": f"Answering failed: {type(exc).__name__}: {exc}", "error": True}
+                else:
+                    answer = final.get("answer", streamed if isinstance(streamed, str) else "")
+                    message = {"role": "assistant", "content": answer, "sources": final.get("sources", []),
+                               "notice": final.get("notice") or model.notice}
+                    slot.empty()
+            ui.render_answer(message)
+        chat_log.append(message)
+    if chat_log and st.button("Clear conversation", key="clear_chat"):
+        state.chats[state.kb_name] = []
+        st.rerun()
+
+
+# -- summary ----------------------------------------------------------------------------------------------
+
+with tab_summary:
+    scope = ", ".join(doc_names[i] for i in chosen_ids) if chosen_ids else "all documents"
+    st.caption(f"Summarises: {scope} (choose above).")
+    strategy = st.selectbox("Strategy", list(STRATEGIES), format_func=STRATEGIES.get, key="strategy")
+    if st.button("Summarize", disabled=not docs, key="summarize", type="primary"):
+        model, error = get_model()
+        if model is None:
+            st.error(f"The model could not be loaded: {error}")
+        else:
+            with st.status(f"Summarizing ({strategy})…", expanded=True) as status:
+                bar = st.progress(0.0, text="Reading the documents…")
+
+                def on_summary(p) -> None:
+                    total = max(int(getattr(p, "total", 1) or 1), 1)
+                    done = int(getattr(p, "done", 0))
+                    phase = getattr(p, "phase", "")
+                    try:
+                        bar.progress(min(done / total, 1.0), text=f"{phase} {done}/{total} ({getattr(p, 'strategy', strategy)})")
+                    except Exception:
+                        pass
+
+                try:
+                    result = services.with_model(kb, model).summarize(doc_ids=doc_ids, strategy=strategy, progress=on_summary)
+                except Exception as exc:
+                    status.update(label="Summarizing failed", state="error")
+                    st.error(f"{type(exc).__name__}: {exc}")
+                else:
+                    status.update(label=f"Summary ready — strategy {result.strategy}, {result.steps} model call(s)",
+                                  state="complete", expanded=False)
+                    names = [doc_names[i] for i in chosen_ids] if chosen_ids else list(doc_names.values())
+                    state.summary = {
+                        "kb": state.kb_name, "text": result.text, "strategy": result.strategy,
+                        "steps": result.steps, "documents": names,
+                        "notice": getattr(result, "notice", None) or model.notice,
+                    }
+    summary = state.summary
+    if summary and summary["kb"] == state.kb_name:
+        with st.container(border=True):
+            st.markdown(f"**Summary** · strategy `{summary['strategy']}` · {summary['steps']} model call(s) · "
+                        f"{len(summary['documents'])} document(s)")
+            st.markdown(summary["text"])
+            if summary.get("notice"):
+                st.warning(summary["notice"], icon="⚠️")
+            st.download_button(
+                "⬇️ Download as Markdown",
+                services.summary_markdown("Summary", summary["text"], summary["strategy"], summary["documents"]),
+                file_name="summary.md", mime="text/markdown", key="download_summary",
+            )
+
+
+# -- model status (last: the page is drawn before a first model load blocks) -------------------------
+
+model, model_error = get_model()
+with model_info:
+    if model is None:
+        st.error(f"Model not available: {model_error}")
+        st.caption("Pick another model below, or set DOCQA_MODEL__NAME and restart.")
+    else:
+        st.markdown(f"**{model.name}**  \n{model.backend} · context window **{model.context_window:,}** tokens")
+        if model.is_stand_in:
+            st.caption("Stand-in model (no model configured).")
+with notice_slot:
+    if model is not None and (model.is_stand_in or model.notice):
+        st.warning(model.notice or "A stand-in model is answering.", icon="⚠️")
+    elif model is None:
+        st.error(f"No model: {model_error}")
