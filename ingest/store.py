@@ -369,21 +369,27 @@ class DocumentStore:
         where = None
         if doc_ids is not None:
             where = {"doc_id": {"$in": sorted(allowed)}} if len(allowed) > 1 else {"doc_id": next(iter(allowed))}
-        # Ask for a few more than k: vectors of a document still being written are skipped.
-        n = min(k + 16, max(collection.count(), 1))
-        result = collection.query(
-            query_embeddings=[list(map(float, vector))],
-            n_results=n,
-            where=where,
-            include=["distances", "metadatas"],
-        )
-        hits = []
-        for chunk_id, distance, meta in zip(
-            result["ids"][0], result["distances"][0], result["metadatas"][0]
-        ):
-            if meta and meta.get("doc_id") in allowed:
-                hits.append((chunk_id, 1.0 - float(distance)))
-        return hits[:k]
+        total = max(collection.count(), 1)
+        # Ask for more than k: vectors of a document still being written are skipped, and a
+        # large one could crowd out the rest, so widen the search until k hits are found.
+        n = min(k + 16, total)
+        while True:
+            result = collection.query(
+                query_embeddings=[list(map(float, vector))],
+                n_results=n,
+                where=where,
+                include=["distances", "metadatas"],
+            )
+            hits = [
+                (chunk_id, 1.0 - float(distance))
+                for chunk_id, distance, meta in zip(
+                    result["ids"][0], result["distances"][0], result["metadatas"][0]
+                )
+                if meta and meta.get("doc_id") in allowed
+            ]
+            if len(hits) >= k or n >= total or len(result["ids"][0]) < n:
+                return hits[:k]
+            n = min(n * 4, total)
 
     # -- writes --------------------------------------------------------------------------------------
 
