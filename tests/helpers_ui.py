@@ -39,7 +39,7 @@ def texts(at: AppTest) -> str:
             parts.append(str(getattr(el, "value", "")))
     for exp in at.expander:
         parts.append(str(exp.label))
-    for status in at.get("expandable"):
+    for status in at.status:
         parts.append(str(getattr(status, "label", "")))
     return "\n".join(parts)
 

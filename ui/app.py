@@ -59,9 +59,9 @@ def init_state(base: Settings) -> None:
         "model_name": ms.name,
         "model_backend": ms.backend,
         "model_ctx": int(ms.context_length or 0),
-        "temperature": float(ms.temperature),
-        "max_new_tokens": int(ms.max_new_tokens),
-        "k": int(base.retrieval.k),
+        "temperature": min(max(float(ms.temperature), 0.0), 2.0),
+        "max_new_tokens": min(max(int(ms.max_new_tokens), 1), 32768),
+        "k": min(max(int(base.retrieval.k), 1), 50),
         "confirm_delete_kb": False,
     }
     for key, value in defaults.items():
@@ -101,6 +101,8 @@ init_state(base)
 sb = st.sidebar
 sb.title("📚 alpaca-docqa")
 kbs = services.list_kbs(base)
+if "_next_kb" in state:  # chosen by a button below in the previous run
+    state.kb_name = state.pop("_next_kb")
 if state.kb_name not in kbs:
     state.kb_name = services.DEFAULT_KB
 sb.selectbox(
@@ -110,14 +112,14 @@ sb.selectbox(
 kb_dir = kbs[state.kb_name]
 with sb.expander("Manage knowledge bases"):
     with st.form("new_kb", clear_on_submit=True, border=False):
-        new_name = st.text_input("New knowledge base", placeholder="e.g. 合同 or reports-2024")
-        if st.form_submit_button("Create"):
+        new_name = st.text_input("New knowledge base", placeholder="e.g. 合同 or reports-2024", key="new_kb_name")
+        if st.form_submit_button("Create", key="create_kb"):
             try:
                 services.create_kb(base, new_name)
             except ValueError as exc:
                 st.error(str(exc))
             else:
-                state.kb_name = services.validate_kb_name(new_name)
+                state["_next_kb"] = services.validate_kb_name(new_name)
                 st.rerun()
     if state.kb_name == services.DEFAULT_KB:
         st.caption("The default knowledge base cannot be deleted (delete its documents instead).")
@@ -132,7 +134,7 @@ with sb.expander("Manage knowledge bases"):
             name = state.kb_name
             services.delete_kb(base, name)
             state.chats.pop(name, None)
-            state.kb_name = services.DEFAULT_KB
+            state["_next_kb"] = services.DEFAULT_KB
             state.confirm_delete_kb = False
             st.toast(f"Deleted knowledge base '{name}'")
             st.rerun()
@@ -156,7 +158,7 @@ with sb.expander("Choose the model", expanded=False):
                      index=BACKENDS.index(state.model_backend) if state.model_backend in BACKENDS else 0)
         st.number_input("Context length (0 = the model's own)", min_value=0, max_value=262144, step=1024,
                         key="model_ctx_choice", value=int(state.model_ctx))
-        if st.form_submit_button("Apply"):
+        if st.form_submit_button("Apply", key="apply_model"):
             chosen = {
                 MODEL_SOURCES[0]: "",
                 MODEL_SOURCES[1]: state.get("model_variant", ""),
@@ -172,10 +174,10 @@ with sb.expander("Choose the model", expanded=False):
                 st.rerun()
 
 sb.subheader("Answering")
-sb.slider("Passages per question (k)", 1, 20, key="k",
+sb.slider("Passages per question (k)", 1, max(20, state.k), key="k",
           help="How many passages retrieval hands to the model (more on long-context models).")
-sb.slider("Temperature", 0.0, 1.5, step=0.05, key="temperature", help="0 = always the most likely words.")
-sb.slider("Max new tokens", 16, 4096, step=16, key="max_new_tokens", help="Longest answer the model may write.")
+sb.slider("Temperature", 0.0, max(1.5, state.temperature), step=0.05, key="temperature", help="0 = always the most likely words.")
+sb.number_input("Max new tokens", 1, max(4096, state.max_new_tokens), step=16, key="max_new_tokens", help="Longest answer the model may write.")
 
 settings = effective_settings(base, kb_dir)
 
@@ -231,6 +233,13 @@ tab_chat, tab_docs, tab_summary = st.tabs(["💬 Chat", "📄 Documents", "📝 
 
 # -- documents -------------------------------------------------------------------------------------------
 
+def upload_summary(outcomes) -> str:
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.status] = counts.get(o.status, 0) + 1
+    return ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items())
+
+
 with tab_docs:
     limit = float(base.ui.max_upload_mb)
     uploaded = st.file_uploader(
@@ -252,8 +261,7 @@ with tab_docs:
                 status.update(label="Adding the files failed", state="error")
                 st.error(f"{type(exc).__name__}: {exc}")
             else:
-                counts = batch.counts()
-                summary = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items())
+                summary = upload_summary(batch.outcomes)
                 status.update(label=f"Done: {summary}", state="error" if batch.failed else "complete",
                               expanded=False)
                 state.upload_results[state.kb_name] = batch.outcomes
@@ -262,7 +270,7 @@ with tab_docs:
     results = state.upload_results.get(state.kb_name)
     if results:
         with st.container(border=True):
-            st.markdown("**Last upload**")
+            st.markdown(f"**Last upload** — {upload_summary(results)}")
             ui.render_upload_outcomes(results)
             if st.button("Dismiss", key="dismiss_upload"):
                 state.upload_results.pop(state.kb_name, None)

@@ -1,0 +1,396 @@
+"""The Streamlit app driven headlessly with streamlit.testing.v1.AppTest.
+
+A test knowledge base lives under tmp_path; the model is rag.testing's deterministic fake (or a
+subclass that records temperature), injected through session state (see ui/services.py). Files
+are uploaded through AppTest's file_uploader support, so the real upload handler runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tests.docmaker import make_truncated_pdf, pdf_bytes
+from tests.helpers_ui import ask, make_app, run, texts, upload
+from ui import services
+
+pytestmark = pytest.mark.slow
+
+BEIJING = "北京是中华人民共和国的首都，常住人口约两千一百万。北京有故宫和长城。"
+WUHAN = "武汉位于长江中游，是湖北省的省会，以热干面闻名。"
+
+
+@pytest.fixture
+def fake():
+    from rag.testing import fake_loaded_model
+
+    return fake_loaded_model()
+
+
+@pytest.fixture
+def app(kb_settings, fake, embedder):
+    at = make_app(kb_settings, fake)
+    return run(at)
+
+
+def doc_count(at) -> int:
+    return len(at.session_state["docqa_settings"] and _kb(at).documents())
+
+
+def _kb(at):
+    from ui import services
+
+    settings = at.session_state["docqa_settings"]
+    name = at.session_state["kb_name"]
+    return services.open_kb(services.kb_settings(settings, name))
+
+
+# -- start -------------------------------------------------------------------------------------------
+
+
+def test_empty_app_explains_what_to_do(app, fake):
+    page = texts(app)
+    assert "No documents yet" in page and "Documents" in page
+    assert app.chat_input(key="question").proto.disabled
+    # the loaded model and its context window are visible in the sidebar
+    assert "fake-chat-model" in page and "4,096" in page
+    assert not app.exception
+
+
+def test_stand_in_notice_at_top_and_with_each_answer(kb_settings, fake, embedder):
+    stand_in = replace(fake, is_stand_in=True, notice="A small stand-in model is answering (test).")
+    at = run(make_app(kb_settings, stand_in))
+    assert any("stand-in model is answering" in w.value for w in at.warning)
+    upload(at, [("北京.txt", BEIJING.encode())])
+    ask(at, "北京的人口是多少？")
+    # one warning at the top of the chat, one under the answer
+    assert sum("stand-in model is answering" in w.value for w in at.warning) >= 2
+
+
+def test_starts_with_packaged_stand_in_model_when_none_is_configured(kb_settings, embedder):
+    pytest.importorskip("llama_cpp")
+    at = run(make_app(kb_settings))  # no injected model: load_chat_model with an empty name
+    page = texts(at)
+    assert "SmolLM2" in page
+    assert any("stand-in" in w.value for w in at.warning), page
+
+
+def test_model_that_cannot_load_is_reported_and_documents_still_work(tmp_path, embedder):
+    from rag.settings import Settings
+
+    settings = Settings(store={"dir": tmp_path / "kb"}, model={"name": str(tmp_path / "missing.gguf")})
+    at = run(make_app(settings))
+    assert any("Model not available" in e.value for e in at.error)
+    upload(at, [("北京.txt", BEIJING.encode())])
+    assert "added to the knowledge base" in texts(at)
+    ask(at, "北京的人口是多少？")
+    assert any("could not be loaded" in e.value for e in at.error)
+
+
+# -- uploads -----------------------------------------------------------------------------------------
+
+
+def test_upload_many_files_with_progress_failures_and_safe_names(app, kb_settings, tmp_path):
+    broken = make_truncated_pdf(tmp_path / "broken.pdf", ["这是一个被截断的文件。"]).read_bytes()
+    upload(app, [
+        ("../../北京 报告.pdf", pdf_bytes([BEIJING])),
+        ("武汉.md", f"# 武汉\n\n{WUHAN}".encode()),
+        ("broken.pdf", broken),
+        ("empty.txt", b""),
+    ])
+    page = texts(app)
+    assert "**北京 报告.pdf** — added" not in page  # shown under the name the browser sent
+    assert "added to the knowledge base" in page
+    outcomes = {o.name: o for o in app.session_state["upload_results"]["default"]}
+    assert outcomes["../../北京 报告.pdf"].status == "added"
+    assert outcomes["武汉.md"].status == "added"
+    assert outcomes["broken.pdf"].status == "failed" and outcomes["broken.pdf"].message
+    assert outcomes["empty.txt"].status == "failed"
+    assert len(app.error) >= 2  # one clear message per failed file
+    # saved inside <kb>/uploads only, under a safe name; failed files are not kept
+    uploads = Path(kb_settings.store.dir) / "uploads"
+    assert sorted(p.name for p in uploads.iterdir()) == ["北京 报告.pdf", "武汉.md"]
+    assert not (Path(kb_settings.store.dir).parent / "北京 报告.pdf").exists()
+    # documents table: both documents with pages and chunk counts
+    assert "Documents (2)" in page
+    # a summary line over the per-file messages
+    assert "**Last upload** — 2 added, 2 failed" in page
+
+
+def test_upload_size_limit_is_enforced_with_a_message(tmp_path, fake, embedder):
+    from rag.settings import Settings
+
+    settings = Settings(store={"dir": tmp_path / "kb"}, ui={"max_upload_mb": 1})
+    at = run(make_app(settings, fake))
+    upload(at, [("big.txt", ("大" * 400_000).encode())])  # 1.2 MB
+    assert any("above the upload limit of 1 MB" in e.value for e in at.error)
+    assert not (tmp_path / "kb" / "uploads" / "big.txt").exists()
+
+
+def test_duplicates_are_recognised(app, kb_settings):
+    upload(app, [("北京.txt", BEIJING.encode()), ("copy.txt", BEIJING.encode())])
+    outcomes = app.session_state["upload_results"]["default"]
+    assert [o.status for o in outcomes] == ["added", "duplicate"]
+    assert "same content as 北京.txt" in outcomes[1].message
+    upload(app, [("again.txt", BEIJING.encode())])
+    outcome = app.session_state["upload_results"]["default"][0]
+    assert outcome.status == "duplicate"
+    assert "already in the knowledge base (as 北京.txt)" in outcome.message
+    assert any("already in the knowledge base" in i.value for i in app.info)
+    assert len(_kb(app).documents()) == 1
+
+
+def test_same_name_other_content_does_not_clobber(app, kb_settings):
+    upload(app, [("同名.txt", BEIJING.encode())])
+    upload(app, [("同名.txt", WUHAN.encode())])
+    uploads = Path(kb_settings.store.dir) / "uploads"
+    assert sorted(p.name for p in uploads.iterdir()) == ["同名 (2).txt", "同名.txt"]
+    assert (uploads / "同名.txt").read_text() == BEIJING
+    assert len(_kb(app).documents()) == 2
+
+
+# -- chat ----------------------------------------------------------------------------------------------
+
+
+def test_ask_streams_answer_with_citation_and_source_snippet(app, fake):
+    upload(app, [("北京.pdf", pdf_bytes([WUHAN, BEIJING]))])
+    ask(app, "北京的常住人口是多少？")
+    answer = app.chat_message[-1]
+    assert answer.name == "assistant"
+    body = "\n".join(m.value for m in answer.markdown)
+    assert "[1]" in body and "北京是中华人民共和国的首都" in body
+    labels = [e.label for e in app.expander]
+    assert any(label.startswith("[1] 北京.pdf · p. 2") for label in labels), labels
+    src = next(e for e in app.expander if e.label.startswith("[1] 北京.pdf"))
+    assert "两千一百万" in "\n".join(m.value for m in src.markdown)
+    assert "北京的常住人口是多少" in fake.chat_model.calls[-1].prompt
+
+
+def test_follow_up_question_uses_history(app, fake):
+    upload(app, [("北京.txt", BEIJING.encode())])
+    ask(app, "北京的常住人口是多少？")
+    before = len(fake.chat_model.calls)
+    ask(app, "它有什么名胜？")
+    new_calls = fake.chat_model.calls[before:]
+    # the follow-up is rewritten with the earlier turn in the prompt
+    assert any("北京的常住人口是多少" in c.prompt and "它有什么名胜" in c.prompt for c in new_calls)
+    assert len([m for m in app.chat_message if m.name == "assistant"]) == 2
+
+
+def test_nothing_relevant_is_said_honestly(tmp_path, fake, embedder):
+    from rag.retrieval import no_passage_message
+    from rag.settings import Settings
+
+    settings = Settings(store={"dir": tmp_path / "kb"}, retrieval={"relevance_threshold": 0.999})
+    at = run(make_app(settings, fake))
+    upload(at, [("北京.txt", BEIJING.encode())])
+    calls = len(fake.chat_model.calls)
+    ask(at, "量子计算机的纠错码如何设计？")
+    body = "\n".join(m.value for m in at.chat_message[-1].markdown)
+    assert no_passage_message("zh") in body
+    assert any("nothing was cited" in c.value for c in at.caption)
+    assert len(fake.chat_model.calls) == calls  # no model call for an empty context
+
+
+def test_question_scope_limits_documents(app, fake):
+    upload(app, [("北京.txt", BEIJING.encode()), ("武汉.txt", WUHAN.encode())])
+    kb = _kb(app)
+    wuhan = next(d.doc_id for d in kb.documents() if "武汉.txt" in d.file_names)
+    app.multiselect(key="scope_default").set_value([wuhan])
+    run(app)
+    ask(app, "北京的常住人口是多少？")
+    labels = [e.label for e in app.expander if e.label.startswith("[")]
+    assert labels and all("武汉.txt" in label for label in labels), labels
+
+
+def test_settings_k_and_temperature_are_used(app, monkeypatch, kb_settings, embedder):
+    from rag.api import KnowledgeBase
+    from rag.testing import FakeChatModel, fake_loaded_model
+
+    class RecordingFake(FakeChatModel):
+        temperature: float = 0.2
+        seen: list = []
+
+        def _answer(self, messages, **kwargs):
+            self.seen.append((self.temperature, kwargs.get("max_new_tokens")))
+            return super()._answer(messages, **kwargs)
+
+    model = fake_loaded_model()
+    chat = RecordingFake(seen=[])
+    model = replace(model, chat_model=chat, count_tokens=chat.count_tokens)
+    at = run(make_app(kb_settings, model))
+    upload(at, [("北京.txt", BEIJING.encode())])
+
+    seen_k = []
+    original = KnowledgeBase.stream_ask
+
+    def spy(self, question, history=None, doc_ids=None, k=None):
+        seen_k.append(k)
+        yield from original(self, question, history=history, doc_ids=doc_ids, k=k)
+
+    monkeypatch.setattr(KnowledgeBase, "stream_ask", spy)
+    at.slider(key="k").set_value(3)
+    at.slider(key="temperature").set_value(0.7)
+    at.number_input(key="max_new_tokens").set_value(40)
+    run(at)
+    ask(at, "北京的人口？")
+    assert seen_k == [3]
+    assert chat.seen[-1] == (0.7, 40)
+    # the shared model object itself is untouched (sampling is per call)
+    assert chat.temperature == 0.2
+
+
+# -- knowledge-base management -----------------------------------------------------------------------------
+
+
+def test_delete_document_removes_it_and_its_upload(app, kb_settings):
+    upload(app, [("北京.txt", BEIJING.encode()), ("武汉.txt", WUHAN.encode())])
+    kb = _kb(app)
+    beijing = next(d for d in kb.documents() if "北京.txt" in d.file_names)
+    app.button(key=f"del_{beijing.doc_id}").click()
+    run(app)
+    assert [d.file_names for d in kb.documents()] == [["武汉.txt"]]
+    assert "Documents (1)" in texts(app)
+    assert not (Path(kb_settings.store.dir) / "uploads" / "北京.txt").exists()
+
+
+def test_reindex_picks_up_changed_files(app, kb_settings):
+    upload(app, [("北京.txt", BEIJING.encode())])
+    path = Path(kb_settings.store.dir) / "uploads" / "北京.txt"
+    path.write_text(WUHAN, encoding="utf-8")
+    app.button(key="reindex").click()
+    run(app)
+    assert any("Re-index finished" in str(s.label) for s in app.status)
+    kb = _kb(app)
+    assert kb.retrieve("热干面", k=1)[0].text.startswith("武汉")
+    app.checkbox(key="rebuild").check()
+    app.button(key="reindex").click()
+    run(app)
+    assert len(kb.documents()) == 1
+
+
+def test_create_switch_and_delete_knowledge_bases(app, kb_settings):
+    from ui import services
+
+    upload(app, [("北京.txt", BEIJING.encode())])
+    app.text_input(key="new_kb_name").input("合同 2024")
+    app.button(key="create_kb").click()
+    run(app)
+    assert app.session_state["kb_name"] == "合同 2024"
+    new_dir = services.kb_root(kb_settings) / "合同 2024"
+    assert new_dir.is_dir()
+    assert "0 document(s)" in texts(app)
+    upload(app, [("武汉.txt", WUHAN.encode())])
+    assert (new_dir / "uploads" / "武汉.txt").exists()
+    # switch back: the default KB still has its own document
+    app.selectbox(key="kb_name").set_value("default")
+    run(app)
+    assert "北京.txt" in texts(app) and "武汉.txt" not in texts(app)
+    # bad names are refused with a message
+    app.text_input(key="new_kb_name").input("../escape")
+    app.button(key="create_kb").click()
+    run(app)
+    assert app.error and not (Path(kb_settings.store.dir).parent / "escape").exists()
+    # delete asks first
+    app.selectbox(key="kb_name").set_value("合同 2024")
+    run(app)
+    app.button(key="ask_delete_kb").click()
+    run(app)
+    assert new_dir.is_dir() and any("cannot be undone" in w.value for w in app.warning)
+    app.button(key="confirm_delete_kb_yes").click()
+    run(app)
+    assert not new_dir.exists()
+    assert app.session_state["kb_name"] == "default"
+    assert "合同 2024" not in app.selectbox(key="kb_name").options
+
+
+# -- summary --------------------------------------------------------------------------------------------
+
+
+def test_summarize_with_strategy_progress_and_download(app, fake):
+    upload(app, [("北京.txt", BEIJING.encode()), ("武汉.txt", WUHAN.encode())])
+    app.selectbox(key="strategy").set_value("map_reduce")
+    run(app)
+    app.button(key="summarize").click()
+    run(app)
+    labels = [str(s.label) for s in app.status]
+    assert any("Summary ready — strategy map_reduce" in label for label in labels), labels
+    summary = app.session_state["summary"]
+    assert summary["strategy"] == "map_reduce" and summary["text"]
+    assert summary["text"] in texts(app)
+    assert app.get("download_button"), "no download button"
+    from ui.services import summary_markdown
+
+    md = summary_markdown("Summary", summary["text"], summary["strategy"], summary["documents"])
+    assert md.startswith("# Summary") and "map_reduce" in md and "北京.txt" in md
+
+
+# -- ui.services without Streamlit running ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw, safe",
+    [
+        ("报告.pdf", "报告.pdf"),
+        ("年度 报告 2024.docx", "年度 报告 2024.docx"),
+        ("../../etc/passwd", "passwd"),
+        ("/etc/cron.d/evil.txt", "evil.txt"),
+        ("C:\\Users\\me\\中文 文件.pdf", "中文 文件.pdf"),
+        ("a\x00b\r\n\tc.txt", "abc.txt"),
+        ("safe\u202etxt.exe.md", "safetxt.exe.md"),  # no right-to-left override tricks
+        ("..", "upload"),
+        ("...", "upload"),
+        ("", "upload"),
+        ("..hidden.md", "hidden.md"),
+        ('a<b>:c"|?*.txt', "a_b__c____.txt"),
+    ],
+)
+def test_safe_filename(raw, safe):
+    assert services.safe_filename(raw) == safe
+
+
+def test_safe_filename_shortens_long_names_keeping_the_suffix():
+    name = services.safe_filename("长" * 200 + ".pdf")
+    assert name.endswith(".pdf") and len(name.encode()) <= 180
+
+
+def test_save_upload_never_leaves_the_folder_nor_clobbers(tmp_path):
+    folder = tmp_path / "kb" / "uploads"
+    a, written = services.save_upload(folder, "../../a.txt", b"one")
+    assert written and a == (folder / "a.txt").resolve()
+    same, written = services.save_upload(folder, "a.txt", b"one")
+    assert same == a and not written
+    b, written = services.save_upload(folder, "a.txt", b"two")
+    assert written and b.name == "a (2).txt" and a.read_bytes() == b"one"
+    assert sorted(p.name for p in folder.iterdir()) == ["a (2).txt", "a.txt"]
+    assert not (tmp_path / "a.txt").exists()
+
+
+def test_kb_layout_create_list_delete(tmp_path):
+    from rag.settings import Settings
+
+    settings = Settings(store={"dir": tmp_path / "store"})
+    assert services.list_kbs(settings) == {"default": (tmp_path / "store").resolve()}
+    path = services.create_kb(settings, "合同")
+    assert path == tmp_path / "kbs" / "合同"
+    assert list(services.list_kbs(settings)) == ["default", "合同"]
+    with pytest.raises(ValueError):
+        services.create_kb(settings, "合同")
+    for bad in ["", "default", "../x", "a/b", ".hidden"]:
+        with pytest.raises(ValueError):
+            services.create_kb(settings, bad)
+    with pytest.raises(ValueError):
+        services.delete_kb(settings, "default")
+    services.delete_kb(settings, "合同")
+    assert not path.exists() and list(services.list_kbs(settings)) == ["default"]
+
+
+def test_history_pairs_skip_errors():
+    log = [
+        {"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"},
+        {"role": "user", "content": "q2"}, {"role": "assistant", "content": "boom", "error": True},
+        {"role": "user", "content": "q3"}, {"role": "assistant", "content": "a3"},
+    ]
+    assert services.history_pairs(log) == [("q1", "a1"), ("q3", "a3")]
