@@ -18,8 +18,10 @@ What happens for one question
 3. **Fusion**: weighted reciprocal rank fusion,
    ``fused(c) = w_dense / (rrf_k + rank_dense(c)) + w_bm25 / (rrf_k + rank_bm25(c))`` (ranks from
    1; a list that does not contain ``c`` adds nothing). Ties keep the dense order.
-4. Optional **MMR** (``mmr=True``): from the best ``4k`` fused candidates pick ``k`` greedily by
-   ``λ·relevance − (1−λ)·max cosine to the chunks already picked`` (vectors fetched from Chroma).
+4. Optional **MMR** (``mmr=True``): from the best ``max(4k, 20)`` fused candidates pick ``k``
+   greedily by ``λ·score − (1−λ)·max similarity to the chunks already picked`` (λ = 0.5; score is
+   the 0..1 relevance below; similarity is the cosine of the stored vectors, fetched from Chroma
+   by id, rescaled with the same floor as the dense relevance).
 5. **Relevance score and threshold** (below).
 
 Fusion weights
@@ -75,7 +77,7 @@ BM25_WEIGHT = 1.0
 DENSE_WEIGHT_FOREIGN = 0.15
 """Dense weight when an English-only embedder meets a Chinese question (BM25 weight 1)."""
 MIN_CANDIDATES = 50
-MMR_LAMBDA = 0.7
+MMR_LAMBDA = 0.5
 
 COSINE_FLOOR: tuple[tuple[str, float], ...] = (("e5", 0.70),)
 """(name fragment, cosine of an unrelated passage); first match wins, default 0."""
@@ -291,7 +293,7 @@ class HybridRetriever(BaseRetriever):
 
         if use_mmr and len(order) > k:
             pool = order[: max(4 * k, 20)]
-            order = self._mmr(pool, [fused[c] for c in pool], k, vectors, query)
+            order = self._mmr(pool, vectors, query, tokens, (w_dense, w_bm25), k)
         else:
             order = order[:k]
         if not order:
@@ -367,23 +369,42 @@ class HybridRetriever(BaseRetriever):
         }
 
     def _mmr(
-        self, pool: list[str], relevance: list[float], k: int, vectors: list[np.ndarray], query: str
+        self,
+        pool: list[str],
+        vectors: list[np.ndarray],
+        query: str,
+        tokens: Sequence[str],
+        weights: tuple[float, float],
+        k: int,
     ) -> list[str]:
+        """Maximal marginal relevance over ``pool``: relevance is the 0..1 hit score, similarity
+        between chunks is their cosine rescaled with the embedder's floor (so that e5's high
+        baseline cosine between any two passages does not count as redundancy)."""
         vecs = self.vectors(pool)
-        pool = [c for c in pool if c in vecs] + [c for c in pool if c not in vecs]
-        top = max(relevance) or 1.0
-        rel = {c: r / top for c, r in zip(pool, relevance)}
+        if not vectors:
+            vectors = self.query_vectors(query)
+        index = self.bm25_index()
+        floor = cosine_floor(self._embedder_name())
+        w_dense, w_bm25 = weights
+        if w_dense == 0 and w_bm25 == 0:
+            w_dense = w_bm25 = 1.0
+
+        def rescale(cos: float) -> float:
+            return float(np.clip((cos - floor) / (1.0 - floor), 0.0, 1.0))
+
+        rel = {}
+        for c in pool:
+            dense_rel = rescale(max(float(np.dot(vecs[c], v)) for v in vectors)) if c in vecs else 0.0
+            col = index.column(c)
+            lex_rel = index.matched_idf_fraction(tokens, col) if col is not None else 0.0
+            rel[c] = (w_dense * dense_rel + w_bm25 * lex_rel) / (w_dense + w_bm25)
         chosen: list[str] = []
         rest = list(pool)
         while rest and len(chosen) < k:
-            best, best_value = None, -1e9
+            best, best_value = rest[0], -1e9
             for c in rest:
-                sim = 0.0
-                if c in vecs and chosen:
-                    sim = max(float(np.dot(vecs[c], vecs[s])) for s in chosen if s in vecs) if any(
-                        s in vecs for s in chosen
-                    ) else 0.0
-                value = self.mmr_lambda * rel.get(c, 0.0) - (1 - self.mmr_lambda) * sim
+                sims = [rescale(float(np.dot(vecs[c], vecs[s]))) for s in chosen if c in vecs and s in vecs]
+                value = self.mmr_lambda * rel[c] - (1 - self.mmr_lambda) * (max(sims) if sims else 0.0)
                 if value > best_value:
                     best, best_value = c, value
             chosen.append(best)
