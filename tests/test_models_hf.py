@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from tests.test_models_support import make_tiny_llama
+from tests.helpers_models import make_tiny_llama
 
 from rag.models import load_chat_model
 from rag.models.errors import BackendUnavailable

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.test_models_support import make_tiny_llama, smollm2_gguf, write_gguf
+from tests.helpers_models import make_tiny_llama, smollm2_gguf, write_gguf
 
 from rag.models import ModelUnavailable, load_chat_model
 from rag.models import loader

@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from tests.test_models_support import smollm2_gguf
+from tests.helpers_models import smollm2_gguf
 
 from rag.models import ModelUnavailable, load_chat_model
 from rag.models.openai_backend import estimate_tokens

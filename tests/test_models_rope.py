@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_models_support import HEAD_DIM, THETA, VOCAB, llama_last_logits, make_tiny_llama, write_gguf
+from tests.helpers_models import HEAD_DIM, THETA, VOCAB, llama_last_logits, make_tiny_llama, write_gguf
 
 from rag.models.hf_backend import load_causal_lm
 from rag.models.rope import RopeConfig, install_ntk_hook, llamacpp_kwargs
