@@ -374,7 +374,7 @@ def test_kb_layout_create_list_delete(tmp_path):
     settings = Settings(store={"dir": tmp_path / "store"})
     assert services.list_kbs(settings) == {"default": (tmp_path / "store").resolve()}
     path = services.create_kb(settings, "合同")
-    assert path == tmp_path / "kbs" / "合同"
+    assert path == (tmp_path / "store" / "kbs" / "合同").resolve()
     assert list(services.list_kbs(settings)) == ["default", "合同"]
     with pytest.raises(ValueError):
         services.create_kb(settings, "合同")

@@ -32,7 +32,7 @@ STRATEGIES = {
 MODEL_SOURCES = ["Stand-in (packaged SmolLM2)", "Chinese-Alpaca-2 variant", "Local path", "Server URL"]
 BACKENDS = ["auto", "llamacpp", "transformers", "openai"]
 
-st.set_page_config(page_title="alpaca-docqa", page_icon="📚", layout="wide")
+st.set_page_config(page_title="alpaca-docqa", page_icon=":material/menu_book:", layout="wide")
 state = st.session_state
 
 
@@ -99,7 +99,7 @@ init_state(base)
 # -- sidebar: knowledge bases ----------------------------------------------------------------------
 
 sb = st.sidebar
-sb.title("📚 alpaca-docqa")
+sb.title(":material/menu_book: alpaca-docqa")
 kbs = services.list_kbs(base)
 if "_next_kb" in state:  # chosen by a button below in the previous run
     state.kb_name = state.pop("_next_kb")
@@ -228,7 +228,9 @@ chosen_ids = st.multiselect(
 )
 doc_ids = list(chosen_ids) or None
 
-tab_chat, tab_docs, tab_summary = st.tabs(["💬 Chat", "📄 Documents", "📝 Summary"])
+tab_chat, tab_docs, tab_summary = st.tabs(
+    [":material/chat: Chat", ":material/description: Documents", ":material/summarize: Summary"]
+)
 
 
 # -- documents -------------------------------------------------------------------------------------------
@@ -281,7 +283,7 @@ with tab_docs:
         st.info("This knowledge base is empty. Drop files above to add them.")
     else:
         header = st.columns([5, 1, 1, 2, 1])
-        for col, text in zip(header, ["File", "Pages", "Chunks", "Added", ""]):
+        for col, text in zip(header, ["File", "Pages", "Chunks", "Added"]):
             col.markdown(f"**{text}**")
         for d in docs:
             cols = st.columns([5, 1, 1, 2, 1], vertical_alignment="center")
@@ -291,7 +293,7 @@ with tab_docs:
             cols[1].write(str(d.pages))
             cols[2].write(str(d.chunk_count))
             cols[3].write(ui.when(d.added_at))
-            if cols[4].button("🗑️", key=f"del_{d.doc_id}", help=f"Delete {doc_names[d.doc_id]}"):
+            if cols[4].button("", icon=":material/delete:", key=f"del_{d.doc_id}", help=f"Delete {doc_names[d.doc_id]}"):
                 with st.spinner(f"Deleting {doc_names[d.doc_id]}…"):
                     services.delete_document(kb, d.doc_id)
                 st.toast(f"Deleted {doc_names[d.doc_id]}")
@@ -325,10 +327,11 @@ with tab_docs:
 with tab_chat:
     notice_slot = st.container()
     if not docs:
-        st.info("**No documents yet.** Open the **📄 Documents** tab and drop PDF, Word, HTML, Markdown or "
+        st.info("**No documents yet.** Open the **Documents** tab and drop PDF, Word, HTML, Markdown or "
                 "text files there; then ask questions here. Answers cite the passages they use [1], [2] …")
+    conversation = st.container()  # above the input, also for the turn being answered now
     for message in chat_log:
-        with st.chat_message(message["role"]):
+        with conversation.chat_message(message["role"]):
             if message["role"] == "assistant":
                 ui.render_answer(message)
             else:
@@ -338,9 +341,9 @@ with tab_chat:
     if question:
         history = services.history_pairs(chat_log)
         chat_log.append({"role": "user", "content": question})
-        with st.chat_message("user"):
+        with conversation.chat_message("user"):
             st.markdown(question)
-        with st.chat_message("assistant"):
+        with conversation.chat_message("assistant"):
             model, error = get_model()
             if model is None:
                 message = {"role": "assistant", "content": f"The model could not be loaded: {error}", "error": True}
@@ -358,7 +361,7 @@ with tab_chat:
                 slot = st.empty()
                 try:
                     with slot.container():
-                        with st.spinner("Searching the documents…"):
+                        with st.spinner("Searching the documents and answering…"):
                             streamed = st.write_stream(tokens())
                 except Exception as exc:
                     message = {"role": "assistant", "content": f"Answering failed: {type(exc).__name__}: {exc}", "error": True}
@@ -418,11 +421,11 @@ with tab_summary:
                         f"{len(summary['documents'])} document(s)")
             st.markdown(summary["text"])
             if summary.get("notice"):
-                st.warning(summary["notice"], icon="⚠️")
+                st.warning(summary["notice"], icon=":material/warning:")
             st.download_button(
-                "⬇️ Download as Markdown",
+                "Download as Markdown",
                 services.summary_markdown("Summary", summary["text"], summary["strategy"], summary["documents"]),
-                file_name="summary.md", mime="text/markdown", key="download_summary",
+                file_name="summary.md", mime="text/markdown", key="download_summary", icon=":material/download:",
             )
 
 
@@ -439,6 +442,6 @@ with model_info:
             st.caption("Stand-in model (no model configured).")
 with notice_slot:
     if model is not None and (model.is_stand_in or model.notice):
-        st.warning(model.notice or "A stand-in model is answering.", icon="⚠️")
+        st.warning(model.notice or "A stand-in model is answering.", icon=":material/warning:")
     elif model is None:
         st.error(f"No model: {model_error}")

@@ -10,13 +10,13 @@ from typing import Any, Sequence
 import streamlit as st
 
 STATUS_ICON = {
-    "added": "✅",
-    "updated": "🔄",
-    "unchanged": "ℹ️",
-    "duplicate": "ℹ️",
-    "failed": "❌",
-    "too_large": "❌",
-    "unsupported": "❌",
+    "added": ":material/check_circle:",
+    "updated": ":material/sync:",
+    "unchanged": ":material/info:",
+    "duplicate": ":material/content_copy:",
+    "failed": ":material/error:",
+    "too_large": ":material/error:",
+    "unsupported": ":material/block:",
 }
 
 _CITATION = re.compile(r"\[(\d{1,3})\]")
@@ -56,7 +56,7 @@ def render_answer(message: dict) -> None:
     sources = message.get("sources") or []
     st.markdown(highlight_citations(message.get("content", ""), sources))
     if message.get("notice"):
-        st.warning(message["notice"], icon="⚠️")
+        st.warning(message["notice"], icon=":material/warning:")
     if sources:
         render_sources(sources)
     else:
@@ -65,12 +65,12 @@ def render_answer(message: dict) -> None:
 
 def render_upload_outcomes(outcomes: Sequence[Any]) -> None:
     for o in outcomes:
-        icon = STATUS_ICON.get(o.status, "•")
-        text = f"{icon} **{o.name}** — {o.message}"
+        icon = STATUS_ICON.get(o.status)
+        text = f"**{o.name}** — {o.message}"
         if o.ok:
-            (st.success if o.status in ("added", "updated") else st.info)(text)
+            (st.success if o.status in ("added", "updated") else st.info)(text, icon=icon)
         else:
-            st.error(text)
+            st.error(text, icon=icon)
 
 
 def when(ts: float | None) -> str:

@@ -7,8 +7,9 @@ that every browser session of one server shares them.
 Knowledge bases
     The *default* knowledge base is ``settings.store.dir`` (``DOCQA_STORE__DIR``, default
     ``docs_store``). More knowledge bases live as folders under :func:`kb_root`, i.e.
-    ``<parent of store.dir>/kbs/<name>``. The default one cannot be deleted from the UI; the
-    others can (their whole folder goes, after a confirmation in the UI).
+    ``<store.dir>/kbs/<name>``, so that everything the app writes stays inside the one
+    configured folder. The default one cannot be deleted from the UI; the others can (their
+    whole folder goes, after a confirmation in the UI).
 
 Uploads
     Uploaded files are written to ``<knowledge base>/uploads/`` under a sanitised name (see
@@ -64,8 +65,8 @@ def default_kb_dir(settings: Settings) -> Path:
 
 
 def kb_root(settings: Settings) -> Path:
-    """Folder holding the extra (named) knowledge bases: ``<parent of store.dir>/kbs``."""
-    return default_kb_dir(settings).parent / KB_ROOT_NAME
+    """Folder holding the extra (named) knowledge bases: ``<store.dir>/kbs``."""
+    return default_kb_dir(settings) / KB_ROOT_NAME
 
 
 def list_kbs(settings: Settings) -> dict[str, Path]:

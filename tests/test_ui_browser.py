@@ -1,0 +1,159 @@
+"""The real thing: `streamlit run ui/app.py` driven by headless Chromium through Playwright.
+
+A temporary knowledge base (DOCQA_STORE__DIR) and the packaged stand-in model (SmolLM2-135M,
+answers capped at 48 new tokens) are used. The test uploads a Chinese PDF, asks about it, and
+checks that an answer appears with the PDF cited among the shown sources. Screenshots are
+written to test-output/ui-browser/ (the paths are printed; run with -s to see them).
+
+Playwright cannot download its own browser here: the system Chromium is used
+(DOCQA_TEST_CHROMIUM, else /usr/bin/chromium, chromium or chromium-browser on PATH); without one
+the test is skipped with a message saying so.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+from tests.docmaker import make_chinese_pdf
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "test-output" / "ui-browser"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PAGE_1 = "上海是中国的经济中心，位于长江入海口。"
+PAGE_2 = "北京是中华人民共和国的首都，常住人口约两千一百万。北京有故宫和长城。"
+
+pytestmark = [pytest.mark.browser, pytest.mark.server, pytest.mark.slow]
+
+
+def chromium_path() -> str | None:
+    for candidate in (os.environ.get("DOCQA_TEST_CHROMIUM"), "/usr/bin/chromium"):
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture
+def streamlit_server(tmp_path):
+    """`streamlit run ui/app.py` on 127.0.0.1 and a free port, with a fresh knowledge base."""
+    pytest.importorskip("llama_cpp", reason="the stand-in model needs llama-cpp-python")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCQA_")}
+    env.update(
+        DOCQA_STORE__DIR=str(tmp_path / "kb"),
+        DOCQA_MODEL__MAX_NEW_TOKENS="48",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        ANONYMIZED_TELEMETRY="False",
+        PYTHONUNBUFFERED="1",
+    )
+    log_path = tmp_path / "streamlit.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "ui/app.py",
+         "--server.address", "127.0.0.1", "--server.port", str(port), "--server.headless", "true",
+         "--browser.gatherUsageStats", "false"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
+                if resp.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"streamlit did not start:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.5)
+    yield url, tmp_path, log_path
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+    log.close()
+
+
+def test_upload_ask_and_see_cited_source_in_a_real_browser(streamlit_server, tmp_path):
+    executable = chromium_path()
+    if executable is None:
+        pytest.skip("no Chromium found (/usr/bin/chromium, chromium on PATH or DOCQA_TEST_CHROMIUM); "
+                    "Playwright cannot download its own browser here, so the browser test cannot run")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    url, _, log_path = streamlit_server
+    pdf = make_chinese_pdf(tmp_path / "北京介绍.pdf", [PAGE_1, PAGE_2], title="北京介绍")
+    OUT.mkdir(parents=True, exist_ok=True)
+    shots: list[Path] = []
+
+    def shot(page, name: str) -> None:
+        path = OUT / name
+        page.screenshot(path=str(path), full_page=True)
+        shots.append(path)
+        print(f"screenshot: {path}")
+
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(240_000)
+            try:
+                page.goto(url, wait_until="domcontentloaded")
+                failed = page.locator('[data-testid="stException"]').or_(page.get_by_text("Script execution error"))
+                failed.or_(page.get_by_text("Ask your documents")).first.wait_for()
+                assert failed.count() == 0, failed.first.inner_text()
+                # the empty app explains what to do, and the stand-in model is announced
+                page.get_by_text("No documents yet").first.wait_for()
+                page.get_by_text("SmolLM2-135M-Instruct").first.wait_for()
+                page.get_by_text("stand-in model", exact=False).first.wait_for()
+                shot(page, "1-empty.png")
+
+                page.get_by_role("tab", name="Documents").click()
+                page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(pdf))
+                page.get_by_text("added to the knowledge base").first.wait_for()
+                page.get_by_text("Documents (1)").first.wait_for()
+                shot(page, "2-uploaded.png")
+
+                page.get_by_role("tab", name="Chat").click()
+                box = page.locator('[data-testid="stChatInput"] textarea')
+                box.wait_for()
+                box.fill("北京的常住人口是多少？")
+                box.press("Enter")
+                assistant = page.locator('[data-testid="stChatMessage"]').nth(1)
+                assistant.wait_for()
+                source = page.locator('[data-testid="stExpander"] summary', has_text="北京介绍.pdf").first
+                source.wait_for()
+                assert "[1] 北京介绍.pdf · p. 2" in source.inner_text() or "北京介绍.pdf" in source.inner_text()
+                answer = assistant.inner_text()
+                assert answer.strip(), "empty answer"
+                source.click()
+                page.get_by_text("两千一百万").first.wait_for()
+                assert failed.count() == 0, failed.first.inner_text()
+                shot(page, "3-answer.png")
+            except Exception:
+                try:
+                    shot(page, "failure.png")
+                finally:
+                    print(log_path.read_text()[-3000:])
+                raise
+        finally:
+            browser.close()
+    assert all(s.exists() and s.stat().st_size > 10_000 for s in shots)
