@@ -148,6 +148,20 @@ def test_upload_ask_and_see_cited_source_in_a_real_browser(streamlit_server, tmp
                 page.get_by_text("两千一百万").first.wait_for()
                 assert failed.count() == 0, failed.first.inner_text()
                 shot(page, "3-answer.png")
+
+                # a summary of the document, with the strategy shown and a Markdown download
+                page.get_by_role("tab", name="Summary").click()
+                page.get_by_role("button", name="Summarize").click()
+                page.get_by_text("Summary ready — strategy").first.wait_for()
+                page.get_by_role("button", name="Download as Markdown").wait_for()
+                assert failed.count() == 0, failed.first.inner_text()
+                shot(page, "4-summary.png")
+
+                # the model picker offers the registry, a local path and a server URL
+                page.get_by_text("Choose the model").click()
+                page.get_by_text("Chinese-Alpaca-2 variant").first.wait_for()
+                page.get_by_text("Server URL (OpenAI-compatible)").first.wait_for()
+                shot(page, "5-model-picker.png")
             except Exception:
                 try:
                     shot(page, "failure.png")

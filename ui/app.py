@@ -243,7 +243,8 @@ def upload_summary(outcomes) -> str:
 
 
 with tab_docs:
-    limit = float(base.ui.max_upload_mb)
+    # ui.max_upload_mb is enforced here; Streamlit's server.maxUploadSize (config.toml) caps it too
+    limit = float(min(base.ui.max_upload_mb, st.get_option("server.maxUploadSize") or base.ui.max_upload_mb))
     uploaded = st.file_uploader(
         f"Add documents — drag and drop or browse (PDF, DOCX, HTML, Markdown, text; up to {limit:g} MB each)",
         type=services.supported_suffixes(), accept_multiple_files=True,
@@ -431,8 +432,8 @@ with tab_summary:
 
 # -- model status (last: the page is drawn before a first model load blocks) -------------------------
 
-model, model_error = get_model()
 with model_info:
+    model, model_error = get_model()
     if model is None:
         st.error(f"Model not available: {model_error}")
         st.caption("Pick another model below, or set DOCQA_MODEL__NAME and restart.")
