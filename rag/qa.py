@@ -307,7 +307,7 @@ class QAChain(Runnable[Any, dict]):
                 used += cost
                 continue
             room = limit - used - count(source_block(n, "", hit.file_name, hit.page, hit.title)) - 4
-            if room >= MIN_PASSAGE_TOKENS:
+            if room >= (MIN_PASSAGE_TOKENS if sources else MIN_PASSAGE_TOKENS // 3):
                 text = self._cut_text(hit.text, room)
                 if text:
                     sources.append(PackedSource(n, hit, hit.chunk, hit.chunk, text))
@@ -326,35 +326,52 @@ class QAChain(Runnable[Any, dict]):
             last = sources[-1]
             over = total - limit
             shorter = self._cut_text(last.text, max(0, count(last.text) - over - 8))
-            if shorter and count(shorter) >= MIN_PASSAGE_TOKENS // 2:
+            if shorter and count(shorter) >= MIN_PASSAGE_TOKENS // 3:
                 last.text = shorter
             else:
                 sources.pop()
         if not sources:
-            return self._no_passage(state)
+            raise ContextTooSmall(
+                f"relevant passages were found, but none fits the model's window "
+                f"({self.model.context_window} tokens, {self.model.max_new_tokens} reserved for the answer)"
+            )
         return Packed(messages, sources, total, len(history), lang, asked, standalone)
 
     def _widen(self, sources: list[PackedSource], used: int, limit: int) -> int:
-        """Add neighbouring chunks to passages, one chunk per passage per round, best first."""
+        """Add neighbouring chunks to passages, one chunk per passage per round, best first;
+        two passages of one document that meet are merged into the better-ranked one."""
         store = getattr(self.retriever, "store", None)
         if store is None:
             return used
         count = self.model.count_tokens
-        doc_chunks: dict[str, list] = {}
+        doc_chunks: dict[str, dict[int, Any]] = {}
         grew = True
         while grew:
             grew = False
-            for s in sources:
-                chunks = doc_chunks.get(s.hit.doc_id)
-                if chunks is None:
-                    chunks = doc_chunks[s.hit.doc_id] = store.document_chunks(s.hit.doc_id)
-                by_index = {c.index: c for c in chunks}
+            for s in list(sources):
+                if s not in sources:
+                    continue  # merged away in this round
+                by_index = doc_chunks.get(s.hit.doc_id)
+                if by_index is None:
+                    by_index = doc_chunks[s.hit.doc_id] = {c.index: c for c in store.document_chunks(s.hit.doc_id)}
                 for side in (1, -1):  # after first: a passage usually continues
                     idx = s.hi + 1 if side == 1 else s.lo - 1
                     if idx not in by_index:
                         continue
-                    if any(o is not s and o.hit.doc_id == s.hit.doc_id and o.lo <= idx <= o.hi for o in sources):
-                        continue
+                    other = next(
+                        (o for o in sources if o is not s and o.hit.doc_id == s.hit.doc_id and o.lo <= idx <= o.hi),
+                        None,
+                    )
+                    if other is not None:
+                        keep, gone = (s, other) if sources.index(s) < sources.index(other) else (other, s)
+                        first, second = (s, other) if side == 1 else (other, s)
+                        text = merge_overlapping(first.text, second.text)
+                        saved = count(keep.text) + count(gone.text) + self._block_cost(gone) - count(text)
+                        keep.text, keep.lo, keep.hi = text, min(s.lo, other.lo), max(s.hi, other.hi)
+                        sources.remove(gone)
+                        used -= saved
+                        grew = True
+                        break
                     piece = by_index[idx].text
                     text = merge_overlapping(s.text, piece) if side == 1 else merge_overlapping(piece, s.text)
                     cost = count(text) - count(s.text) + 1
@@ -367,7 +384,12 @@ class QAChain(Runnable[Any, dict]):
                     else:
                         s.lo = idx
                     grew = True
+        for n, s in enumerate(sources, 1):
+            s.n = n
         return used
+
+    def _block_cost(self, s: PackedSource) -> int:
+        return self.model.count_tokens(source_block(s.n, "", s.hit.file_name, s.hit.page, s.hit.title)) + 2
 
     def _cut_text(self, text: str, tokens: int) -> str:
         """The longest prefix of ``text`` within ``tokens`` (cut at a sentence end when one is near)."""
