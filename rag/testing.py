@@ -45,7 +45,7 @@ from rag.models.base import LoadedModel
 from rag.models.prompts import format_messages_llama2
 
 _TOKEN = re.compile(r"[A-Za-z0-9_]+|[^\sA-Za-z0-9_]")
-_DOCUMENT = re.compile(r"<document[^>]*>\n?(.*?)\n?</document>", re.S)
+_DOCUMENT = re.compile(r"<document(?: [^>]*)?>\n(.*?)\n</document>", re.S)
 _SOURCE = re.compile(r'<source id="(\d+)"[^>]*>\n?(.*?)\n?</source>', re.S)
 
 
