@@ -394,3 +394,15 @@ def test_history_pairs_skip_errors():
         {"role": "user", "content": "q3"}, {"role": "assistant", "content": "a3"},
     ]
     assert services.history_pairs(log) == [("q1", "a1"), ("q3", "a3")]
+
+
+def test_server_binds_to_localhost_with_an_upload_cap():
+    import tomllib
+
+    from tests.helpers_ui import REPO
+
+    config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["address"] == "127.0.0.1"
+    assert config["server"]["headless"] is True
+    assert config["server"]["maxUploadSize"] == 100
+    assert "streamlit run ui/app.py" in (REPO / "Makefile").read_text()

@@ -52,6 +52,9 @@ def chromium_path() -> str | None:
 def streamlit_server(tmp_path):
     """`streamlit run ui/app.py` on 127.0.0.1 and a free port, with a fresh knowledge base."""
     pytest.importorskip("llama_cpp", reason="the stand-in model needs llama-cpp-python")
+    if chromium_path() is None:
+        pytest.skip("no Chromium found (/usr/bin/chromium, chromium on PATH or DOCQA_TEST_CHROMIUM); "
+                    "Playwright cannot download its own browser here, so the browser test cannot run")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCQA_")}
     env.update(
@@ -95,9 +98,7 @@ def streamlit_server(tmp_path):
 
 def test_upload_ask_and_see_cited_source_in_a_real_browser(streamlit_server, tmp_path):
     executable = chromium_path()
-    if executable is None:
-        pytest.skip("no Chromium found (/usr/bin/chromium, chromium on PATH or DOCQA_TEST_CHROMIUM); "
-                    "Playwright cannot download its own browser here, so the browser test cannot run")
+    assert executable is not None  # the fixture skipped otherwise
     sync_api = pytest.importorskip("playwright.sync_api")
     url, _, log_path = streamlit_server
     pdf = make_chinese_pdf(tmp_path / "北京介绍.pdf", [PAGE_1, PAGE_2], title="北京介绍")
@@ -130,6 +131,7 @@ def test_upload_ask_and_see_cited_source_in_a_real_browser(streamlit_server, tmp
                 page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(pdf))
                 page.get_by_text("added to the knowledge base").first.wait_for()
                 page.get_by_text("Documents (1)").first.wait_for()
+                assert (tmp_path / "kb" / "uploads" / "北京介绍.pdf").is_file()
                 shot(page, "2-uploaded.png")
 
                 page.get_by_role("tab", name="Chat").click()
