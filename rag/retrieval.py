@@ -252,7 +252,8 @@ class HybridRetriever(BaseRetriever):
         """The best ``k`` chunks for ``query``, best first (see the module docstring).
 
         ``doc_ids`` restricts the search to those documents (an empty list finds nothing);
-        ``query_vector`` skips embedding (benchmarks pass cached vectors).
+        ``query_vector`` (one vector or a 2-D array of several) skips embedding (benchmarks
+        pass cached vectors).
         """
         k = int(k or self.k or self.settings.k)
         if doc_ids is None:
@@ -276,9 +277,12 @@ class HybridRetriever(BaseRetriever):
             w_dense = 0.0
 
         vectors: list[np.ndarray] = []
+        if query_vector is not None:  # one vector, or several (e.g. original and folded script)
+            vectors = list(np.atleast_2d(np.asarray(query_vector, dtype=np.float32)))
         dense_hits: list[tuple[str, float]] = []
         if w_dense > 0:
-            vectors = [np.asarray(query_vector, np.float32)] if query_vector is not None else self.query_vectors(query)
+            if not vectors:
+                vectors = self.query_vectors(query)
             dense_hits = self.dense(vectors, n, doc_ids)
         tokens = query_tokens(query)
         lexical_hits = self.lexical(tokens, n, doc_ids) if w_bm25 > 0 else []

