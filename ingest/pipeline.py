@@ -81,6 +81,20 @@ def content_id(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:HASH_CHARS]
 
 
+def printable_path(path: str | Path) -> str:
+    """``path`` as text that can be printed, stored and put in JSON: bytes of a file name that
+    are not UTF-8 (``os.fsdecode`` turns them into lone surrogates) are written as ``\\xNN``."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
+def _storable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def discover(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path], list[FileFailure]]:
     """Expand folders (recursively, skipping hidden entries) into files.
 
@@ -111,7 +125,7 @@ def discover(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path], list[
                 seen.add(resolved)
                 files.append(resolved)
         else:
-            missing.append(FileFailure(str(path), "no such file or folder"))
+            missing.append(FileFailure(printable_path(path), "no such file or folder"))
     return files, skipped, missing
 
 
@@ -164,6 +178,13 @@ class Ingestor:
         for path in files:
             source = str(path)
             try:
+                if not _storable(source):
+                    source = printable_path(source)
+                    raise UnreadableFile(
+                        source,
+                        "the file name is not valid UTF-8 (perhaps from a zip made on another "
+                        "system); rename the file and add it again",
+                    )
                 data = self._read(path)
                 doc_id = content_id(data)
                 previous = self.store.doc_for_source(source)
@@ -220,6 +241,8 @@ class Ingestor:
                 raise FileTooLarge(
                     path, f"{size / 1048576:.1f} MB is above the limit of {self.settings.ingest.max_file_mb:g} MB"
                 )
+            if not path.is_file():  # reading a FIFO or device would block or never end
+                raise UnreadableFile(path, "not a regular file (a pipe, device or socket); only ordinary files are read")
             return path.read_bytes()
         except OSError as exc:
             raise UnreadableFile(path, f"cannot read the file ({exc.strerror or exc})") from exc
