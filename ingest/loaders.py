@@ -407,6 +407,9 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
     non_ascii = sum(1 for b in data if b >= 0x80)
     if damage <= len(data) * 0.01 and damage <= non_ascii * 0.05:
         candidates.append((_score(utf8_text), -9, "utf-8 (damaged)", utf8_text))
+    mixed = _mixed_utf8_legacy(data)
+    if mixed is not None:
+        candidates.append((_score(mixed), -10, "utf-8 + gb18030/big5 (mixed)", mixed))
 
     best = max(candidates) if candidates else None
     if best is not None and best[0] > 0:
@@ -431,6 +434,47 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
         "cannot decode the text: it is not UTF-8, UTF-16, GB18030/GBK or Big5, "
         "and looks like binary data"
     )
+
+
+# Runs of at least two UTF-8 characters of three or four bytes (CJK and above): such runs
+# almost never arise by chance from GBK or Big5 bytes, so they anchor the UTF-8 parts of a file.
+_UTF8_ANCHORS = re.compile("[\u0800-\ud7ff\ue000-\U0010ffff]{2,}")
+
+
+def _mixed_utf8_legacy(data: bytes) -> str | None:
+    """Text in which UTF-8 and a Chinese legacy encoding are mixed (files pasted together, a
+    GBK log appended to a UTF-8 one): the UTF-8 runs are kept, every stretch between them is
+    decoded on its own with its best-scoring Chinese encoding. None when there is no mix."""
+    escaped = data.decode("utf-8", errors="surrogateescape")
+    if not _ESCAPED.search(escaped):
+        return None
+    parts: list[str] = []
+    last = 0
+    anchors = 0
+    for m in _UTF8_ANCHORS.finditer(escaped):
+        parts.append(_best_legacy(escaped[last : m.start()]))
+        parts.append(m.group())
+        last = m.end()
+        anchors += 1
+    if not anchors:
+        return None
+    parts.append(_best_legacy(escaped[last:]))
+    return "".join(parts)
+
+
+def _best_legacy(segment: str) -> str:
+    if not _ESCAPED.search(segment):
+        return segment
+    raw = segment.encode("utf-8", errors="surrogateescape")
+    best: tuple[int, int, str] | None = None
+    for order, encoding in enumerate(_CJK_CANDIDATES):
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        candidate = (_score(text), -order, text)
+        best = candidate if best is None else max(best, candidate)
+    return best[2] if best is not None else raw.decode("gb18030", errors="replace")
 
 
 def _charset_normalizer_guess(data: bytes) -> tuple[str, str] | None:
