@@ -146,6 +146,10 @@ class Ingestor:
 
     def ingest(self, paths: Iterable[str | Path], progress: ProgressCallback | None = None) -> IngestReport:
         paths = list(paths)
+        if self.store.has_leftovers():
+            # A killed run left pending rows: clean them up now, even if this run writes nothing.
+            with self.store.writing():
+                pass
         files, skipped, missing = discover(paths)
         report = IngestReport(failed=list(missing), skipped=[str(p) for p in skipped])
         total = len(files)
@@ -165,11 +169,12 @@ class Ingestor:
                 return
             self._embed(batch)
             with self.store.writing():
-                self.store.put_documents(batch)
+                written = self.store.put_documents(batch)
             for doc in batch:
                 status = "updated" if doc.source in updated_sources else "added"
                 setattr(report, status, getattr(report, status) + 1)
-                report.chunks += len(doc.chunks)
+                if doc.doc_id in written:  # not when another writer stored it meanwhile
+                    report.chunks += len(doc.chunks)
                 finish(doc.source, status)
             batch, batch_chunks = [], 0
 

@@ -410,6 +410,11 @@ class DocumentStore:
         finally:
             self._write_lock.release()
 
+    def has_leftovers(self) -> bool:
+        """Whether an interrupted writer left documents that are not complete."""
+        row = self._db().execute("SELECT 1 FROM documents WHERE state != 'complete' LIMIT 1").fetchone()
+        return row is not None
+
     def recover(self) -> int:
         """Delete what interrupted writes left: documents not complete and their vectors."""
         stale = [
@@ -433,14 +438,23 @@ class DocumentStore:
         tx.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
         return int(tx.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
 
-    def put_documents(self, docs: Sequence["PreparedDocument"]) -> None:
+    def put_documents(self, docs: Sequence["PreparedDocument"]) -> set[str]:
         """Store new documents' chunks and point each one's source at it. Call inside ``writing()``.
 
         Steps, each safe to interrupt: (1) catalogue rows as ``pending``; (2) vectors into Chroma;
         (3) one transaction per document marks it complete, moves its source to it and marks a
         document left with no source as ``deleting``; (4) that document's vectors are removed.
         Several documents go through each step together, so small files are written in batches.
+
+        A document that is already complete (another writer stored the same content after this
+        one checked) only gets its source attached: rewriting it would make it pending again,
+        and a crash then would delete a document that was safely stored. Returns the ids of the
+        documents whose chunks were written.
         """
+        done = [doc for doc in docs if self.is_complete(doc.doc_id)]
+        docs = [doc for doc in docs if not self.is_complete(doc.doc_id)]
+        for doc in done:
+            self.attach_source(doc.doc_id, doc.source)
         now = time.time()
         with self._transaction() as tx:
             for doc in docs:
@@ -469,6 +483,7 @@ class DocumentStore:
             )
         for doc in docs:
             self.attach_source(doc.doc_id, doc.source, complete=True)
+        return {doc.doc_id for doc in docs}
 
     def attach_source(self, doc_id: str, source: str, complete: bool = False) -> None:
         """Point ``source`` at ``doc_id`` (already stored); drop a document left with no source."""
