@@ -142,12 +142,23 @@ class SentenceTransformerEmbedder(Embedder):
 
         local = Path(model).expanduser()
         source = str(local) if local.is_dir() else model
+        if local.is_dir():
+            refuse_pickle_weights(local)
         try:
-            self._model = SentenceTransformer(source, device=device)
+            # Weights only from safetensors (no pickle, which can run code when loaded), and
+            # never code shipped with a model.
+            self._model = SentenceTransformer(
+                source,
+                device=device,
+                trust_remote_code=False,
+                model_kwargs={"use_safetensors": True},
+            )
         except Exception as exc:  # the library raises many types for "cannot get it"
             raise EmbedderUnavailable(_unavailable_message(model, exc)) from exc
         self.name = model if not local.is_dir() else _folder_model_name(local)
-        self.dimension = int(self._model.get_sentence_embedding_dimension())
+        # Renamed in sentence-transformers 6; keep working with older releases too.
+        dimension = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        self.dimension = int(dimension())
         self.max_tokens = int(self._model.max_seq_length or 512)
         self.style = prompt_style_for(self.name)
         self.batch_size = batch_size
@@ -174,6 +185,32 @@ class SentenceTransformerEmbedder(Embedder):
             self.style.query + text, normalize_embeddings=True, convert_to_numpy=True
         )
         return vector.astype(np.float32).tolist()
+
+
+PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"})
+
+
+def refuse_pickle_weights(folder: Path) -> None:
+    """Raise EmbedderUnavailable when a part of a local model has pickle weights only.
+
+    sentence-transformers falls back to ``pytorch_model.bin`` (``torch.load``, a pickle) for a
+    module folder without ``model.safetensors``; a pickle from an untrusted place can run code.
+    A pickle next to a safetensors file is never read (safetensors is preferred) and is allowed.
+    """
+    pickles = [
+        p for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.suffix.lower() in PICKLE_SUFFIXES
+        and not any(q.suffix == ".safetensors" for q in p.parent.iterdir())
+    ]
+    if pickles:
+        names = ", ".join(str(p.relative_to(folder)) for p in pickles[:5])
+        raise EmbedderUnavailable(
+            f"Embedding model folder {folder} has pickle weights ({names}) and no safetensors "
+            f"file beside them. Pickle files can run code when loaded, so only safetensors "
+            f"weights are accepted: use a copy of the model that ships model.safetensors, or "
+            f"convert it where you trust the file (load it and save_pretrained(..., "
+            f"safe_serialization=True))."
+        )
 
 
 def _folder_model_name(folder: Path) -> str:
