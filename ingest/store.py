@@ -47,6 +47,8 @@ SCHEMA_VERSION = 1
 
 PENDING, COMPLETE, DELETING = "pending", "complete", "deleting"
 
+_CHROMA_OPEN_LOCK = threading.Lock()
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS documents (
@@ -255,14 +257,19 @@ class DocumentStore:
             if self._collection is None or (
                 generation != self._collection_generation and not self.settings.store.chroma_host
             ):
-                client = self._new_client()
                 try:
-                    self._collection = client.get_or_create_collection(
-                        self.collection_name,
-                        metadata=dict(self.embedder.signature),
-                        configuration={"hnsw": {"space": "cosine"}},
-                        embedding_function=None,
-                    )
+                    # Chroma's embedded-client cache is process-wide and _new_client replaces
+                    # its entry; two threads (two stores, or Streamlit sessions) doing that at
+                    # once got a half-started system ("'RustBindingsAPI' object has no
+                    # attribute 'bindings'") or a KeyError. One opening at a time per process.
+                    with _CHROMA_OPEN_LOCK:
+                        client = self._new_client()
+                        self._collection = client.get_or_create_collection(
+                            self.collection_name,
+                            metadata=dict(self.embedder.signature),
+                            configuration={"hnsw": {"space": "cosine"}},
+                            embedding_function=None,
+                        )
                 except Exception as exc:
                     where = (
                         f"Chroma server {self.settings.store.chroma_host}:{self.settings.store.chroma_port}"
