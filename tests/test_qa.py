@@ -111,7 +111,8 @@ def test_larger_windows_get_more_and_longer_passages(long_kb):
     r_big = long_kb.ask("第十二节讨论的工作投入了多少资金？", k=3)
     text_small = sum(fake_count_tokens(s["text"]) for s in r_small["sources"])
     text_big = sum(fake_count_tokens(s["text"]) for s in r_big["sources"])
-    assert len(r_big["sources"]) >= len(r_small["sources"])
+    # (passages of one document that meet are merged, so count documents, not passages)
+    assert {s["doc_id"] for s in r_big["sources"]} >= {s["doc_id"] for s in r_small["sources"]}
     assert text_big > 2 * text_small
     widened = [s for s in r_big["sources"] if s["chunks"][1] > s["chunks"][0]]
     assert widened, "neighbouring chunks are added when there is room"
