@@ -437,33 +437,39 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
 
 
 # Runs of at least two UTF-8 characters of three or four bytes (CJK and above): such runs
-# almost never arise by chance from GBK or Big5 bytes, so they anchor the UTF-8 parts of a file.
+# almost never arise by chance from GBK or Big5 bytes, so they anchor the UTF-8 parts of a line.
 _UTF8_ANCHORS = re.compile("[\u0800-\ud7ff\ue000-\U0010ffff]{2,}")
+_UTF8_WIDE = re.compile("[\u0800-\ud7ff\ue000-\U0010ffff]")
 
 
 def _mixed_utf8_legacy(data: bytes) -> str | None:
     """Text in which UTF-8 and a Chinese legacy encoding are mixed (files pasted together, a
-    GBK log appended to a UTF-8 one): the UTF-8 runs are kept, every stretch between them is
-    decoded on its own with its best-scoring Chinese encoding. None when there is no mix."""
+    GBK log appended to a UTF-8 one). Line by line: a line that is valid UTF-8 with CJK (or
+    plain ASCII) stays UTF-8; any other line keeps its runs of UTF-8 CJK characters and decodes
+    every stretch between them with its best-scoring Chinese encoding. None when there is no mix.
+    """
     escaped = data.decode("utf-8", errors="surrogateescape")
     if not _ESCAPED.search(escaped):
         return None
     parts: list[str] = []
-    last = 0
-    anchors = 0
-    for m in _UTF8_ANCHORS.finditer(escaped):
-        parts.append(_best_legacy(escaped[last : m.start()]))
-        parts.append(m.group())
-        last = m.end()
-        anchors += 1
-    if not anchors:
-        return None
-    parts.append(_best_legacy(escaped[last:]))
-    return "".join(parts)
+    utf8_seen = False
+    for line in re.split(r"(?<=\n)", escaped):
+        if not _ESCAPED.search(line) and (line.isascii() or _UTF8_WIDE.search(line)):
+            parts.append(line)
+            utf8_seen = utf8_seen or not line.isascii()
+            continue
+        last = 0
+        for m in _UTF8_ANCHORS.finditer(line):
+            parts.append(_best_legacy(line[last : m.start()]))
+            parts.append(m.group())
+            last = m.end()
+            utf8_seen = True
+        parts.append(_best_legacy(line[last:]))
+    return "".join(parts) if utf8_seen else None
 
 
 def _best_legacy(segment: str) -> str:
-    if not _ESCAPED.search(segment):
+    if segment.isascii():
         return segment
     raw = segment.encode("utf-8", errors="surrogateescape")
     best: tuple[int, int, str] | None = None
