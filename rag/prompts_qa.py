@@ -14,8 +14,22 @@ import re
 _MARKER = re.compile(r"<(/?)(source|document|material)\b", re.I)
 
 
+_TEMPLATE = re.compile(
+    r"\[/?INST\]|<</?SYS>>|</?s>|<\|[A-Za-z0-9_]+\|>|<\|(?:im_start|im_end|endoftext)\|?>?",
+)
+
+
+def _template_sub(m: re.Match) -> str:
+    t = m.group(0)
+    return t.replace("[", "［").replace("]", "］").replace("<<", "«").replace(">>", "»").replace("<", "‹").replace(">", "›")
+
+
 def defuse(text: str) -> str:
-    """Make marker-like text in a passage harmless (``<source`` / ``</source`` → ``‹source``)."""
+    """Make marker-like text in a passage harmless: our block markers (``<source`` / ``</source``
+    → ``‹source``) and chat-template markers (``[INST]``, ``[/INST]``, ``<<SYS>>``, ``</s>``,
+    ``<s>``, ``<|im_start|>`` ...) that a backend would otherwise read as real turns or special
+    tokens (``[/INST]`` → ``［/INST］``, ``</s>`` → ``‹/s›``)."""
+    text = _TEMPLATE.sub(_template_sub, text)
     return _MARKER.sub(lambda m: "‹" + m.group(1) + m.group(2), text)
 
 
@@ -60,7 +74,7 @@ def qa_instruction(question: str, blocks: list[str], language: str) -> str:
     material = "\n\n".join(blocks)
     return (
         f"{QA_RULES[lang]}\n\n{QA_MATERIAL_HEADER[lang]}\n{material}\n\n"
-        f"{QA_QUESTION_HEADER[lang]}{question.strip()}"
+        f"{QA_QUESTION_HEADER[lang]}{defuse(question.strip())}"
     )
 
 
@@ -87,9 +101,10 @@ def rewrite_instruction(question: str, history: list[tuple[str, str]], language:
     user, assistant = ROLE_NAMES[lang]
     lines = []
     for q, a in history:
+        q, a = defuse(q), defuse(a)
         lines.append(f"{user}：{q}" if lang == "zh" else f"{user}: {q}")
         lines.append(f"{assistant}：{a}" if lang == "zh" else f"{assistant}: {a}")
-    return REWRITE[lang].format(history="\n".join(lines), question=question.strip())
+    return REWRITE[lang].format(history="\n".join(lines), question=defuse(question.strip()))
 
 
 _REWRITE_PREFIX = re.compile(r"^\s*(独立问题|改写后的问题|问题|standalone question|question|rewritten question)\s*[:：]\s*", re.I)

@@ -48,7 +48,7 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, R
 
 from rag.language import detect_language
 from rag.models.base import LoadedModel
-from rag.prompts_qa import clean_rewrite, qa_instruction, rewrite_instruction, source_block
+from rag.prompts_qa import clean_rewrite, defuse, qa_instruction, rewrite_instruction, source_block
 from rag.retrieval import Hit, no_passage_message
 
 MAX_HISTORY_TURNS = 4
@@ -258,8 +258,8 @@ class QAChain(Runnable[Any, dict]):
     def _messages(self, question: str, history: list[tuple[str, str]], blocks: list[str], lang: str) -> list[BaseMessage]:
         messages: list[BaseMessage] = [SystemMessage(self.system_prompt)]
         for user, assistant in history:
-            messages.append(HumanMessage(user))
-            messages.append(AIMessage(assistant))
+            messages.append(HumanMessage(defuse(user)))
+            messages.append(AIMessage(defuse(assistant)))
         messages.append(HumanMessage(qa_instruction(question, blocks, lang)))
         return messages
 

