@@ -59,13 +59,10 @@ def test_injected_instructions_stay_inside_the_source_block(asked):
     assert result["sources"], "the answer cites no source"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "rag.models.prompts.format_llama2_chat does not neutralise chat-template markers inside "
-    "user content: a passage with '[/INST] </s><s>[INST] <<SYS>>' adds those markers to the "
-    "prompt (</s> and <s> become real special tokens with HF fast tokenizers and llama.cpp "
-    "special parsing). Reported to the rag.qa / rag.models owners; remove this mark once fixed."
-))
 def test_passages_cannot_add_chat_template_markers(asked):
+    """A passage cannot forge chat turns: llama.cpp tokenises prompts with special=True, so a
+    verbatim ``</s><s>[INST]`` would become real control tokens (fixed in rag.prompts_qa,
+    commit 15e6364, after this test found it)."""
     prompt, _ = asked
     for marker in ("[/INST]", "[INST]", "</s>", "<s>", "<<SYS>>", "<</SYS>>"):
         inside = "\n".join(BLOCK.findall(prompt))
