@@ -244,10 +244,7 @@ class DocumentStore:
         path = self.dir / CHROMA_DIR
         # An embedded Chroma client keeps its vector index in memory and does not see vectors
         # that another process adds later; forget the cached system so we read the files anew.
-        from chromadb.api.shared_system_client import SharedSystemClient
-
-        SharedSystemClient._identifier_to_system.pop(str(path), None)
-        SharedSystemClient._identifier_to_refcount.pop(str(path), None)
+        _forget_cached_client(path)
         return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
 
     def collection(self):
@@ -565,6 +562,21 @@ class DocumentStore:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+def _forget_cached_client(chroma_path: Path) -> None:
+    """Drop Chroma's process-wide cached client for one embedded store (private Chroma API:
+    it is the only way to make a client re-read files another process has changed)."""
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    SharedSystemClient._identifier_to_system.pop(str(chroma_path), None)
+    SharedSystemClient._identifier_to_refcount.pop(str(chroma_path), None)
+
+
+def forget_embedded_client(store_dir: str | Path) -> None:
+    """Let go of the cached Chroma client of the store in ``store_dir`` (before deleting it)."""
+    with _CHROMA_OPEN_LOCK:
+        _forget_cached_client(Path(store_dir).expanduser().resolve() / CHROMA_DIR)
 
 
 def _chroma_metadata(doc_id: str, source: str, title: str, chunk: NewChunk) -> dict:

@@ -110,12 +110,6 @@ def test_hostile_names_and_messy_uploads(tmp_path, embedder):
     kb.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ui.services.ingest_uploads decides 'duplicate ... stored once' before ingesting: when the "
-    "first copy is refused (empty, encrypted, binary ...), the second is still reported as a "
-    "stored duplicate, so the user is told a file was stored that was not. Reported to the UI "
-    "owner; remove this mark once fixed."
-))
 @pytest.mark.timeout(120)
 def test_second_copy_of_a_refused_upload_is_not_reported_as_stored(tmp_path, embedder):
     kb = KnowledgeBase(settings=Settings(store={"dir": tmp_path / "kb"}), embedder=embedder)

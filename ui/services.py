@@ -169,15 +169,10 @@ def open_kb(settings: Settings):
 
 def forget_kb(settings: Settings) -> None:
     """Drop the cached KnowledgeBase for these settings (before its folder is deleted)."""
-    _cached_kb.clear(kb_key(settings), None)
-    try:
-        from chromadb.api.shared_system_client import SharedSystemClient
+    from ingest.store import forget_embedded_client
 
-        chroma = str(default_kb_dir(settings) / "chroma")
-        SharedSystemClient._identifier_to_system.pop(chroma, None)
-        SharedSystemClient._identifier_to_refcount.pop(chroma, None)
-    except Exception:
-        pass
+    _cached_kb.clear(kb_key(settings), None)
+    forget_embedded_client(default_kb_dir(settings))
 
 
 def model_key(settings: Settings) -> str:
@@ -374,7 +369,8 @@ def ingest_uploads(
     known = {d.doc_id: d for d in kb.documents()}
     to_ingest: dict[str, UploadOutcome] = {}  # saved path → outcome
     written: set[str] = set()
-    seen_here: dict[str, str] = {}  # content id → first name in this upload
+    first_copy: dict[str, UploadOutcome] = {}  # content id → its first file in this upload
+    copies: list[tuple[UploadOutcome, UploadOutcome]] = []  # (later copy, first copy)
 
     def tick(outcome: UploadOutcome) -> None:
         nonlocal done
@@ -402,22 +398,23 @@ def ingest_uploads(
             if doc_id in known:
                 names = ", ".join(known[doc_id].file_names) or known[doc_id].title
                 outcome = UploadOutcome(name, "duplicate", f"already in the knowledge base (as {names}).", doc_id=doc_id)
-            elif doc_id in seen_here:
-                outcome = UploadOutcome(
-                    name, "duplicate",
-                    f"same content as {seen_here[doc_id]} in this upload; stored once.", doc_id=doc_id,
-                )
+            elif doc_id in first_copy:
+                # Whether this copy counts as stored depends on how the first copy fares.
+                copies.append((UploadOutcome(name, "duplicate", "", doc_id=doc_id), first_copy[doc_id]))
+                batch.outcomes.append(copies[-1][0])
+                continue
             else:
-                seen_here[doc_id] = shown
                 try:
                     path, was_written = save_upload(folder, name, data)
                 except (OSError, ValueError) as exc:
                     outcome = UploadOutcome(name, "failed", f"could not be saved: {exc}")
+                    first_copy[doc_id] = outcome
                 else:
                     if was_written:
                         written.add(str(path))
                     note = f" (saved as {path.name})" if path.name != shown else ""
                     to_ingest[str(path)] = UploadOutcome(name, "pending", note, saved_as=str(path), doc_id=doc_id)
+                    first_copy[doc_id] = to_ingest[str(path)]
                     batch.outcomes.append(to_ingest[str(path)])
                     continue
         batch.outcomes.append(outcome)
@@ -444,6 +441,13 @@ def ingest_uploads(
             if outcome.status == "failed" and outcome.saved_as in written:
                 Path(outcome.saved_as).unlink(missing_ok=True)
                 outcome.saved_as = None
+    for copy, first in copies:
+        if first.status == "failed":
+            copy.status = "failed"
+            copy.message = f"same content as {first.name}, which could not be stored: {first.message}"
+        else:
+            copy.message = f"same content as {safe_filename(first.name)} in this upload; stored once."
+        tick(copy)
     return batch
 
 
