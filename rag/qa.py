@@ -209,6 +209,27 @@ class QAChain(Runnable[Any, dict]):
                 yield {"type": "token", "text": piece}
         yield {"type": "final", **self._result(packed, "".join(pieces).strip())}
 
+    async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any):
+        """The same events as :meth:`stream`; the work runs in a worker thread."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        events = self.stream(input, config, **kwargs)
+        done = object()
+        while True:
+            event = await loop.run_in_executor(None, next, events, done)
+            if event is done:
+                return
+            yield event
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> dict:
+        final: dict | None = None
+        async for event in self.astream(input, config, **kwargs):
+            if event["type"] == "final":
+                final = {k: v for k, v in event.items() if k != "type"}
+        assert final is not None
+        return final
+
     # -- steps ------------------------------------------------------------------------------------
 
     def _normalise(self, input: Any) -> dict:

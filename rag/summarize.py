@@ -13,7 +13,8 @@ Strategies (``strategy="auto"`` picks from the token budget):
   ``context_window − max_new_tokens``.
 * ``map_reduce``: each document is cut (with the model's own tokenizer) into parts that fit one
   prompt; every part is summarised independently (the *map* steps run through ``Runnable.batch``
-  with ``max_concurrency``, so a server backend can run them in parallel); then the partial
+  with ``max_concurrency``, so a server backend can run them in parallel; in-process llama.cpp and
+  transformers models run them one at a time); then the partial
   summaries are packed greedily into as few *reduce* prompts as fit, and reduced again,
   recursively, until one prompt holds them all. A partial summary that is too long to be paired
   with another is cut, so every round makes progress.
@@ -42,6 +43,8 @@ from rag.qa import ContextTooSmall, PromptMeter, system_prompt_text
 STRATEGIES = ("auto", "stuff", "map_reduce", "refine")
 MIN_PART_TOKENS = 32
 MAX_CONCURRENCY = 4
+PARALLEL_BACKENDS = {"openai", "fake"}
+"""Backends whose requests may run concurrently (a server queues or batches them)."""
 
 
 @dataclass
@@ -96,7 +99,9 @@ class Summarizer:
     ) -> None:
         self.model = model
         self.system_prompt = system_prompt_text(system_prompt)
-        self.max_concurrency = max_concurrency
+        # in-process backends (llama.cpp, transformers) hold one model that is not safe to call
+        # from several threads at once: their map steps run one at a time
+        self.max_concurrency = max_concurrency if model.backend in PARALLEL_BACKENDS else 1
         self.language = language
         self.meter = PromptMeter(model)
         self.limit = model.context_window - model.max_new_tokens

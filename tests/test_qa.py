@@ -187,6 +187,20 @@ def test_stream_events(kb):
     assert {"answer", "sources", "notice", "standalone_question"} <= set(final)
 
 
+def test_async_stream_has_the_same_events(kb):
+    import asyncio
+
+    use(kb, fake_loaded_model(4096, 64))
+    chain = kb.qa_chain(k=2)
+
+    async def collect():
+        return [e async for e in chain.astream({"question": "大熊猫吃什么？"})], await chain.ainvoke("大熊猫吃什么？")
+
+    events, result = asyncio.run(collect())
+    assert events[-1]["type"] == "final" and events[0]["type"] == "token"
+    assert events[-1]["answer"] == result["answer"] and result["sources"][0]["file_name"] == "panda.md"
+
+
 def test_chain_is_a_runnable_usable_in_a_users_chain(kb):
     from langchain_core.runnables import RunnableLambda
 

@@ -105,6 +105,14 @@ def test_map_steps_go_through_batch_with_max_concurrency():
     assert seen and seen[0][0] > 2 and seen[0][1] == 3
 
 
+def test_in_process_backends_run_map_steps_one_at_a_time():
+    model = fake_loaded_model(512, 64)
+    model.backend = "llamacpp"  # one llama.cpp model must not be called from several threads
+    assert Summarizer(model, max_concurrency=4).max_concurrency == 1
+    model.backend = "openai"
+    assert Summarizer(model, max_concurrency=4).max_concurrency == 4
+
+
 def test_too_small_window_is_an_error():
     s, _ = summarizer(150, 64)
     with pytest.raises(ContextTooSmall):
