@@ -112,3 +112,25 @@ def test_missing_stand_in_is_a_clear_error(monkeypatch):
 
 def test_stand_in_path_is_packaged():
     assert smollm2_gguf().suffix == ".gguf"
+
+
+def test_concurrent_questions_on_one_model_do_not_mix(stand_in):
+    """Two threads (two app sessions, or batch) on one llama.cpp context, one of them through
+    a per-question copy of the chat model as the UI makes: each gets its own greedy answer."""
+    chat = stand_in.chat_model
+    questions = ["List three colours.", "Name two animals that live in the sea."]
+    expected = [chat.invoke(q).content for q in questions]
+    results: dict[int, str] = {}
+
+    def ask(i: int, model) -> None:
+        results[i] = "".join(c.content for c in model.stream(questions[i]))
+
+    threads = [
+        threading.Thread(target=ask, args=(0, chat)),
+        threading.Thread(target=ask, args=(1, chat.model_copy(update={"temperature": 0.0}))),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert [results.get(0), results.get(1)] == expected

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import weakref
 from abc import abstractmethod
 from typing import Any, Iterator, Sequence
 
@@ -60,6 +62,24 @@ class Cancel:
         return self.internal.is_set() or (self.external is not None and self.external.is_set())
 
 
+_ENGINE_LOCKS: "weakref.WeakKeyDictionary[Any, threading.Lock]" = weakref.WeakKeyDictionary()
+_ENGINE_LOCKS_GUARD = threading.Lock()
+
+
+def engine_lock(engine: Any) -> threading.Lock:
+    """The one lock of a loaded model object, shared by every chat model wrapping it.
+
+    A llama.cpp context and a transformers model (with its NTK hook) hold per-generation state,
+    so two threads (two Streamlit sessions, ``batch``) must not generate with one at once; the UI
+    also makes cheap copies of a chat model per question, which share the engine and so the lock.
+    """
+    with _ENGINE_LOCKS_GUARD:
+        lock = _ENGINE_LOCKS.get(engine)
+        if lock is None:
+            lock = _ENGINE_LOCKS[engine] = threading.Lock()
+        return lock
+
+
 class LocalChatModel(BaseChatModel):
     """Base of our chat models: subclasses yield raw text pieces, this class adds stop
     sequences, cancellation and callbacks.
@@ -85,6 +105,10 @@ class LocalChatModel(BaseChatModel):
     @abstractmethod
     def _stream_text(self, messages: list[BaseMessage], stop: list[str], cancel: Cancel, **kwargs: Any) -> Iterator[str]:
         """Yield generated text pieces; must return promptly once ``cancel.is_set()``."""
+
+    def generation_engine(self) -> Any:
+        """The loaded model object generation runs on (one generation at a time on it)."""
+        return None
 
     @abstractmethod
     def count_tokens(self, text: str) -> int:
@@ -117,6 +141,17 @@ class LocalChatModel(BaseChatModel):
         messages: list[BaseMessage],
         stop: list[str] | None = None,
         run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        engine = self.generation_engine()
+        with engine_lock(engine) if engine is not None else contextlib.nullcontext():
+            yield from self._stream_unlocked(messages, stop, run_manager, **kwargs)
+
+    def _stream_unlocked(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        run_manager: CallbackManagerForLLMRun | None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         stops = list(stop or []) + list(self.stop or [])

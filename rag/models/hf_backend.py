@@ -69,6 +69,9 @@ class HFChatModel(LocalChatModel):
     ntk_hook: Any = Field(default=None, exclude=True)
     context_window: int = 4096
 
+    def generation_engine(self) -> Any:
+        return self.model
+
     @property
     def _llm_type(self) -> str:
         return "docqa-transformers"

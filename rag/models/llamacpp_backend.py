@@ -67,6 +67,9 @@ class LlamaCppChatModel(LocalChatModel):
     rope_report: dict = Field(default_factory=dict)
     _formatter: Any = None
 
+    def generation_engine(self) -> Any:
+        return self.llm
+
     @property
     def _llm_type(self) -> str:
         return "docqa-llamacpp"
