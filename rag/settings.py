@@ -111,6 +111,8 @@ class RetrievalSettings(BaseModel):
     k: int = 5
     dense_weight: float = 1.0
     bm25_weight: float = 1.0
+    """Fusion weights, used as given only when either is set explicitly (argument, environment
+    or config file); otherwise the retriever picks them for the embedder (rag/retrieval.py)."""
     mmr: bool = False
     relevance_threshold: float = 0.0
     """0..1, higher is stricter; passages below it are dropped."""
