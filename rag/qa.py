@@ -47,7 +47,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, RunnablePassthrough
 
 from rag.language import detect_language
-from rag.models.base import LoadedModel
+from rag.models.base import LoadedModel, truncate_to_tokens
 from rag.prompts_qa import clean_rewrite, defuse, qa_instruction, rewrite_instruction, source_block
 from rag.retrieval import Hit, no_passage_message
 
@@ -414,19 +414,10 @@ class QAChain(Runnable[Any, dict]):
 
     def _cut_text(self, text: str, tokens: int) -> str:
         """The longest prefix of ``text`` within ``tokens`` (cut at a sentence end when one is near)."""
-        if tokens <= 0:
-            return ""
         count = self.model.count_tokens
-        if count(text) <= tokens:
+        cut = truncate_to_tokens(text, tokens, count)
+        if cut == text:
             return text
-        lo, hi = 0, len(text)
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if count(text[:mid]) <= tokens:
-                lo = mid
-            else:
-                hi = mid - 1
-        cut = text[:lo]
         ends = [cut.rfind(p) for p in "。！？.!?\n"]
         end = max(ends)
         if end >= len(cut) * 0.6:

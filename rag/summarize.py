@@ -36,7 +36,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from rag.language import detect_language
-from rag.models.base import LoadedModel
+from rag.models.base import LoadedModel, truncate_to_tokens
 from rag.prompts_qa import SUMMARY, document_block, part_label
 from rag.qa import ContextTooSmall, PromptMeter, system_prompt_text
 
@@ -119,19 +119,7 @@ class Summarizer:
         return self.meter(self._messages(lang, kind, document_block("", "x" * 8), label, summary))
 
     def _cut(self, text: str, tokens: int) -> str:
-        count = self.model.count_tokens
-        if tokens <= 0:
-            return ""
-        if count(text) <= tokens:
-            return text
-        lo, hi = 0, len(text)
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if count(text[:mid]) <= tokens:
-                lo = mid
-            else:
-                hi = mid - 1
-        return text[:lo].rstrip()
+        return truncate_to_tokens(text, tokens, self.model.count_tokens).rstrip()
 
     def _fit(self, lang: str, kind: str, material_text: str, name: str = "", label: str = "", summary: str = "") -> list[BaseMessage]:
         """Messages for one step, the material cut until the exact prompt fits the window."""

@@ -27,3 +27,20 @@ class LoadedModel:
     """A sentence to show wherever answers are shown (e.g. that a stand-in model is answering,
     or that a base model is continuing text rather than chatting)."""
     max_new_tokens: int = 512
+
+
+def truncate_to_tokens(text: str, tokens: int, count_tokens: Callable[[str], int]) -> str:
+    """The longest prefix of ``text`` that is at most ``tokens`` long (binary search over
+    character positions, so about log2(len(text)) calls of ``count_tokens``)."""
+    if tokens <= 0:
+        return ""
+    if count_tokens(text) <= tokens:
+        return text
+    lo, hi = 0, len(text)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if count_tokens(text[:mid]) <= tokens:
+            lo = mid
+        else:
+            hi = mid - 1
+    return text[:lo]

@@ -80,6 +80,18 @@ def engine_lock(engine: Any) -> threading.Lock:
         return lock
 
 
+def generation_settings(settings: Any) -> dict[str, Any]:
+    """The sampling and prompt fields every chat model takes from ``ModelSettings``."""
+    return dict(
+        temperature=settings.temperature,
+        top_k=settings.top_k,
+        top_p=settings.top_p,
+        repetition_penalty=settings.repetition_penalty,
+        max_new_tokens=settings.max_new_tokens,
+        system_prompt=settings.system_prompt,
+    )
+
+
 class LocalChatModel(BaseChatModel):
     """Base of our chat models: subclasses yield raw text pieces, this class adds stop
     sequences, cancellation and callbacks.

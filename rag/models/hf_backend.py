@@ -18,7 +18,7 @@ from langchain_core.messages import BaseMessage
 from pydantic import Field
 
 from rag.models import prompts
-from rag.models.common import Cancel, LocalChatModel
+from rag.models.common import Cancel, LocalChatModel, generation_settings
 from rag.models.errors import BackendUnavailable
 from rag.models.rope import NtkHook, RopeConfig, apply_to_hf_config, install_ntk_hook, rope_config_from_hf
 
@@ -229,11 +229,6 @@ def build_hf_chat_model(
         ntk_hook=hook,
         context_window=int(window),
         model_name=name,
-        temperature=settings.temperature,
-        top_k=settings.top_k,
-        top_p=settings.top_p,
-        repetition_penalty=settings.repetition_penalty,
-        max_new_tokens=settings.max_new_tokens,
-        system_prompt=settings.system_prompt,
+        **generation_settings(settings),
     )
     return chat, rope

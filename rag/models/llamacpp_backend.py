@@ -21,7 +21,7 @@ from langchain_core.messages import BaseMessage
 from pydantic import Field
 
 from rag.models import prompts
-from rag.models.common import Cancel, LocalChatModel
+from rag.models.common import Cancel, LocalChatModel, generation_settings
 from rag.models.errors import BackendUnavailable
 from rag.models.registry import ModelVariant
 from rag.models.rope import RopeConfig, llamacpp_kwargs, rope_config_from_gguf
@@ -236,11 +236,6 @@ def build_llamacpp_chat_model(
         context_window=n_ctx,
         rope_report=report,
         model_name=name,
-        temperature=settings.temperature,
-        top_k=settings.top_k,
-        top_p=settings.top_p,
-        repetition_penalty=settings.repetition_penalty,
-        max_new_tokens=settings.max_new_tokens,
-        system_prompt=settings.system_prompt,
+        **generation_settings(settings),
     )
     return chat, notes

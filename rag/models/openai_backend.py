@@ -25,7 +25,7 @@ from langchain_core.messages import BaseMessage
 from pydantic import Field
 
 from rag.models import prompts
-from rag.models.common import Cancel, LocalChatModel
+from rag.models.common import Cancel, LocalChatModel, generation_settings
 from rag.models.registry import ModelVariant
 
 DEFAULT_SERVER_CONTEXT = 2048
@@ -202,11 +202,6 @@ def build_openai_chat_model(url: str, *, variant: ModelVariant | None, settings:
         counter=counter,
         context_window=int(window),
         model_name=server_model,
-        temperature=settings.temperature,
-        top_k=settings.top_k,
-        top_p=settings.top_p,
-        repetition_penalty=settings.repetition_penalty,
-        max_new_tokens=settings.max_new_tokens,
-        system_prompt=settings.system_prompt,
+        **generation_settings(settings),
     )
     return chat, notes, variant
