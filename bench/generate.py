@@ -94,7 +94,7 @@ def _small_random_llama(folder: Path):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from tests.test_models_support import _tokenizer
+    from tests.helpers_models import _tokenizer
 
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=55296, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
