@@ -26,7 +26,7 @@ from typing import Callable, Iterable
 
 from ingest.embeddings import Embedder, load_embedder
 from ingest.errors import DocumentError, EmptyDocument, FileTooLarge, UnreadableFile
-from ingest.lexical import search_tokens
+from ingest.lexical import search_tokens, to_simplified
 from ingest.loaders import SUPPORTED_SUFFIXES, load_document
 from ingest.splitter import split_document
 from ingest.store import DocumentStore, NewChunk, PreparedDocument
@@ -286,7 +286,9 @@ class Ingestor:
 
     def _embed(self, docs: list[PreparedDocument]) -> None:
         chunks = [c for d in docs for c in d.chunks]
-        texts = [self._embedding_text(d, c) for d in docs for c in d.chunks]
+        # Embedded in Simplified script: the embedder matches a question best when both sides
+        # share a script, and questions are folded the same way (bench: Traditional passages).
+        texts = [to_simplified(self._embedding_text(d, c)) for d in docs for c in d.chunks]
         vectors = self.embedder.encode_passages(texts)
         for chunk, vector in zip(chunks, vectors):
             chunk.vector = vector
