@@ -77,9 +77,9 @@ def test_ingest_folder_then_reingest_costs_nothing(any_kb_settings, counting_emb
     assert store.chunks([hits[0][0]])[0].file_name == "panda_gbk.txt"
 
 
-def test_changed_file_replaces_its_chunks(kb_settings, embedder, tmp_path):
+def test_changed_file_replaces_its_chunks(any_kb_settings, embedder, tmp_path):
     files = make_corpus(tmp_path / "docs")
-    ingestor = Ingestor(kb_settings, embedder=embedder)
+    ingestor = Ingestor(any_kb_settings, embedder=embedder)
     ingestor.ingest([files["wall"]])
     old = ingestor.store.documents()[0]
     old_ids = {c.chunk_id for c in ingestor.store.document_chunks(old.doc_id)}
@@ -96,12 +96,12 @@ def test_changed_file_replaces_its_chunks(kb_settings, embedder, tmp_path):
     assert "两万一千多公里" in "".join(c.text for c in ingestor.store.document_chunks(docs[0].doc_id))
 
 
-def test_same_content_under_two_names_is_stored_once(kb_settings, counting_embedder, tmp_path):
+def test_same_content_under_two_names_is_stored_once(any_kb_settings, counting_embedder, tmp_path):
     folder = tmp_path / "docs"
     folder.mkdir()
     (folder / "a.txt").write_text(ZH_TEXT_2, encoding="utf-8")
     (folder / "副本.txt").write_text(ZH_TEXT_2, encoding="utf-8")
-    ingestor = Ingestor(kb_settings, embedder=counting_embedder)
+    ingestor = Ingestor(any_kb_settings, embedder=counting_embedder)
     report = ingestor.ingest([folder])
     assert report.added == 2 and report.failed == []
     docs = ingestor.store.documents()
@@ -160,9 +160,9 @@ def test_chunks_fit_the_embedder(kb_settings, embedder, tmp_path):
     assert all(f"第{i}句话" in joined for i in range(400))
 
 
-def test_interrupted_write_is_invisible_and_cleaned_up(kb_settings, embedder, tmp_path):
+def test_interrupted_write_is_invisible_and_cleaned_up(any_kb_settings, embedder, tmp_path):
     files = make_corpus(tmp_path / "docs")
-    ingestor = Ingestor(kb_settings, embedder=embedder)
+    ingestor = Ingestor(any_kb_settings, embedder=embedder)
     ingestor.ingest([files["wall"]])
     store = ingestor.store
 
@@ -183,7 +183,7 @@ def test_interrupted_write_is_invisible_and_cleaned_up(kb_settings, embedder, tm
     assert store.chunks([half_id]) == []
 
     # The next writer removes the leftovers.
-    fresh = DocumentStore.open(kb_settings, embedder)
+    fresh = DocumentStore.open(any_kb_settings, embedder)
     with fresh.writing():
         pass
     assert half_id not in fresh.vector_ids()
