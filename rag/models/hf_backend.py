@@ -77,11 +77,9 @@ class HFChatModel(LocalChatModel):
         return "docqa-transformers"
 
     def format_prompt(self, messages: Sequence[BaseMessage]) -> str:
-        system = prompts.resolve_system_prompt(self.system_prompt)
-        if self.prompt_format == "llama2-chat":
-            return prompts.format_messages_llama2(messages, system)
-        if self.prompt_format == "plain":
-            return prompts.format_plain(messages)
+        fixed = prompts.format_fixed(messages, self.prompt_format, self.system_prompt)
+        if fixed is not None:
+            return fixed
         return self.tokenizer.apply_chat_template(
             prompts.to_role_dicts(messages, self.system_prompt), tokenize=False, add_generation_prompt=True
         )

@@ -87,11 +87,12 @@ class LlamaCppChatModel(LocalChatModel):
 
     def _render(self, messages: Sequence[BaseMessage]) -> tuple[str, list[str], bool]:
         """(prompt text, template stop strings, whether the text already holds BOS)."""
-        system = prompts.resolve_system_prompt(self.system_prompt)
-        if self.prompt_format == "llama2-chat":
-            return prompts.format_messages_llama2(messages, system), [], False
-        if self.prompt_format == "plain" or not self.chat_template:
-            return prompts.format_plain(messages), [], False
+        prompt_format = self.prompt_format
+        if prompt_format == "template" and not self.chat_template:
+            prompt_format = "plain"  # a GGUF without a chat template
+        fixed = prompts.format_fixed(messages, prompt_format, self.system_prompt)
+        if fixed is not None:
+            return fixed, [], False
         result = self._template_formatter()(messages=prompts.to_role_dicts(messages, self.system_prompt))
         stops = result.stop if isinstance(result.stop, list) else ([result.stop] if result.stop else [])
         return result.prompt, stops, bool(getattr(result, "added_special", False))

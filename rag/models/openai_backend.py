@@ -118,11 +118,9 @@ class OpenAICompatChatModel(LocalChatModel):
         return self.client
 
     def format_prompt(self, messages: Sequence[BaseMessage]) -> str:
-        system = prompts.resolve_system_prompt(self.system_prompt)
-        if self.prompt_format == "llama2-chat":
-            return prompts.format_messages_llama2(messages, system)
-        if self.prompt_format == "plain":
-            return prompts.format_plain(messages)
+        fixed = prompts.format_fixed(messages, self.prompt_format, self.system_prompt)
+        if fixed is not None:
+            return fixed
         # the server applies its own template; this is what we can see of it
         return "\n".join(f"{d['role']}: {d['content']}" for d in prompts.to_role_dicts(messages, self.system_prompt))
 

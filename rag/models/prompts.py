@@ -139,3 +139,13 @@ __all__ = [
     "split_messages",
     "to_role_dicts",
 ]
+
+
+def format_fixed(messages, prompt_format: str, system_prompt: str | None) -> str | None:
+    """The prompt for the formats we write ourselves (``llama2-chat`` for Alpaca-2, ``plain`` for
+    base models); None when the model's own chat template applies."""
+    if prompt_format == "llama2-chat":
+        return format_messages_llama2(messages, resolve_system_prompt(system_prompt))
+    if prompt_format == "plain":
+        return format_plain(messages)
+    return None
