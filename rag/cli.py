@@ -354,8 +354,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done, 1 some files failed (summarize), 2 usage, 3 the model could not be
+    loaded or its process died (the message says which model, what happened and what to do)."""
+    from rag.models.errors import ModelError
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except ModelError as exc:
+        sys.stdout.flush()
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -105,6 +105,10 @@ class ModelSettings(BaseModel):
     """Small model for speculative (assisted) decoding on the transformers backend."""
     api_key: str = "not-needed"
     """Sent to OpenAI-compatible servers; local servers usually ignore it."""
+    isolation: Literal["process", "none"] = "process"
+    """``process``: a local model (llama.cpp, transformers) runs in its own supervised process,
+    so a crash in native code (SIGILL, SIGSEGV, out of memory) is reported and the model
+    restarted instead of taking the app or CLI down. ``none``: in the calling process."""
 
 
 class RetrievalSettings(BaseModel):

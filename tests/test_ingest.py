@@ -201,10 +201,20 @@ def test_other_embedder_is_refused(kb_settings, embedder, tmp_path):
         DocumentStore.open(kb_settings, minilm)
 
 
-def test_named_embedder_that_cannot_be_had_gives_a_clear_error():
+def test_named_embedder_that_cannot_be_had_gives_a_clear_error(monkeypatch, tmp_path):
+    import huggingface_hub.constants as hub
+
     from ingest.embeddings import load_embedder
     from ingest.errors import EmbedderUnavailable
     from rag.settings import EmbeddingSettings
+
+    # an empty Hub cache and no network, whatever this user's own cache holds
+    empty = tmp_path / "empty-hf-cache"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(empty))
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(empty))
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
 
     with pytest.raises(EmbedderUnavailable) as err:
         load_embedder(EmbeddingSettings(model="BAAI/bge-small-zh-v1.5"))

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from tests.helpers_models import make_tiny_llama
+from tests.helpers_models import HEAD_DIM, make_tiny_llama
 
 from rag.models import load_chat_model
 from rag.models.errors import BackendUnavailable
@@ -32,7 +32,7 @@ def folder(tmp_path_factory):
 def _load(folder, **kw):
     kw.setdefault("max_new_tokens", 24)
     kw.setdefault("temperature", 0.0)
-    return load_chat_model(ModelSettings(name=str(folder), **kw))
+    return load_chat_model(ModelSettings(name=str(folder), **kw), in_process=True)
 
 
 def _hf_threads():
@@ -96,11 +96,19 @@ def test_consumer_stopping_stops_generation(folder):
     assert not _hf_threads()
 
 
-def test_speculative_decoding_with_draft_model(folder):
-    plain = _load(folder).chat_model.invoke("草稿").content
-    lm = _load(folder, draft_model=str(folder))
-    assert lm.chat_model.draft_model is not None
-    assert lm.chat_model.invoke("草稿").content == plain  # greedy assisted decoding is exact
+def test_speculative_decoding_with_draft_model(folder, tmp_path):
+    """A draft with other weights (same tokenizer) proposes tokens the main model checks: the
+    draft really runs, and greedy assisted decoding still gives the main model's own text."""
+    draft_folder = tmp_path / "draft"
+    make_tiny_llama(draft_folder, seed=1)
+    plain = _load(folder, max_new_tokens=12).chat_model.invoke("草稿").content
+    lm = _load(folder, max_new_tokens=12, draft_model=str(draft_folder))
+    draft = lm.chat_model.draft_model
+    assert draft is not None
+    calls = []
+    draft.register_forward_hook(lambda module, args, output: calls.append(1))
+    assert lm.chat_model.invoke("草稿").content == plain
+    assert calls, "the draft model never ran"
 
 
 def test_quantisation_needs_bitsandbytes(folder):
@@ -115,3 +123,37 @@ def test_ntk_setting_installs_hook(folder):
     assert chat.ntk_hook is not None and chat.context_window == 24576
     assert chat.invoke("x").content  # generation works with the hook in place
     assert chat.ntk_hook.pinned is None  # unpinned after the generation
+
+
+def test_prompt_longer_than_the_window_is_refused(folder):
+    """As on llama.cpp: past the window the output is garbage, so it is an error, not silence."""
+    chat = _load(folder, context_length=128).chat_model
+    with pytest.raises(ValueError, match="the context window is 128"):
+        chat.invoke("长" * 150)
+    # a prompt that fits gets at most the room left in the window
+    prompt_tokens = len(chat.encode_prompt([("human", "短")])["input_ids"][0])
+    asked = []
+    generate = chat.model.generate
+    chat.model.generate = lambda **kw: asked.append(kw["max_new_tokens"]) or generate(**kw)
+    try:
+        chat.model_copy(update={"max_new_tokens": 500}).invoke("短")
+    finally:
+        del chat.model.generate
+    assert asked == [128 - prompt_tokens] and 0 < asked[0] < 500
+
+
+def test_rope_report_reads_back_what_transformers_uses(folder):
+    report = _load(folder).chat_model.rope_report
+    assert report["ok"] and report["rope_type"] == "linear" and report["max_position_embeddings"] == 16384
+    assert report["rope_parameters"]["factor"] == 4.0 and report["n_ctx"] == 16384
+    # the rotary embedding's own first/last inverse frequencies: theta^0 / 4 and theta^-(d-2)/d / 4
+    first, last = report["inv_freq_first_last"]
+    d = HEAD_DIM
+    assert first == pytest.approx(0.25) and last == pytest.approx(10000 ** (-(d - 2) / d) / 4, rel=1e-5)
+
+
+def test_window_beyond_what_the_variant_handles_gives_a_notice(folder):
+    assert _load(folder).notice is None
+    assert "beyond the 16384" in _load(folder, context_length=20000).notice
+    assert _load(folder, context_length=30000, rope_ntk=True).notice is None  # NTK: up to 32K
+    assert "beyond the 32768" in _load(folder, context_length=40000, rope_ntk=True).notice

@@ -16,7 +16,7 @@ from rag.settings import ModelSettings, Settings
 
 @pytest.fixture(scope="module")
 def stand_in():
-    return load_chat_model(Settings(model=ModelSettings(max_new_tokens=32, temperature=0.0)))
+    return load_chat_model(Settings(model=ModelSettings(max_new_tokens=32, temperature=0.0)), in_process=True)
 
 
 def test_stand_in_when_nothing_configured(stand_in):
@@ -73,25 +73,35 @@ def test_alpaca_prompt_on_gguf(tmp_path):
     """A GGUF named like an Alpaca-2 model gets the Llama-2 chat layout, tokenised with </s><s> as tokens."""
     model = make_tiny_llama(tmp_path / "hf")
     path = write_gguf(model, tmp_path / "chinese-alpaca-2-7b-tiny.gguf")
-    lm = load_chat_model(ModelSettings(name=str(path), max_new_tokens=4))
+    lm = load_chat_model(ModelSettings(name=str(path), max_new_tokens=4, temperature=0.0), in_process=True)
     chat = lm.chat_model
     assert chat.prompt_format == "llama2-chat" and lm.context_window == 4096 and lm.notice is None
     tokens, _ = chat.prompt_tokens([("human", "q1"), ("ai", "a1"), ("human", "q2")])
     assert tokens[0] == 1 and tokens.count(2) == 1 and tokens.count(1) == 2  # <s> … </s><s> …
-    assert chat.invoke("q").content is not None
+    # generation runs on exactly these tokens: greedy output equals llama.cpp's own on them
+    tokens, _ = chat.prompt_tokens([("human", "q")])
+    assert chat.format_prompt([("human", "q")]).endswith("q [/INST]")
+    chat.llm.reset()
+    raw = chat.llm.create_completion(prompt=tokens, max_tokens=4, temperature=0.0, top_k=1,
+                                     repeat_penalty=chat.repetition_penalty)
+    assert raw["usage"]["completion_tokens"] >= 1
+    assert chat.invoke("q").content == raw["choices"][0]["text"]
 
 
 def test_base_model_notice(tmp_path):
     model = make_tiny_llama(tmp_path / "hf")
     path = write_gguf(model, tmp_path / "chinese-llama-2-7b-tiny.gguf")
-    lm = load_chat_model(ModelSettings(name=str(path), max_new_tokens=4))
+    lm = load_chat_model(ModelSettings(name=str(path), max_new_tokens=4), in_process=True)
     assert lm.chat_model.prompt_format == "plain"
     assert "base (continuation) model" in lm.notice
 
 
 def test_offline_registry_model_is_a_clear_error(monkeypatch, tmp_path):
+    import huggingface_hub.constants as hub
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))  # read at import time
     with pytest.raises(ModelUnavailable) as err:
         load_chat_model(ModelSettings(name="chinese-alpaca-2-7b", backend="llamacpp"))
     msg = str(err.value)
@@ -134,3 +144,16 @@ def test_concurrent_questions_on_one_model_do_not_mix(stand_in):
     for t in threads:
         t.join(timeout=120)
     assert [results.get(0), results.get(1)] == expected
+
+
+def test_window_beyond_what_the_variant_handles_gives_a_notice(tmp_path):
+    model = make_tiny_llama(tmp_path / "hf")
+    path = write_gguf(model, tmp_path / "chinese-alpaca-2-7b-tiny.gguf")
+
+    def notice(**kw):
+        return load_chat_model(ModelSettings(name=str(path), max_new_tokens=4, **kw), in_process=True).notice
+
+    assert notice(context_length=4096) is None
+    assert "beyond the 4096" in notice(context_length=8192) and "ROPE_NTK" in notice(context_length=8192)
+    assert notice(context_length=16384, rope_ntk=True) is None  # NTK: 12K-18K for 4K models
+    assert "beyond the 18432" in notice(context_length=20000, rope_ntk=True)

@@ -207,3 +207,39 @@ def test_registry_64k_passes_yarn_explicitly(tiny, logits):
     assert rep["passed"]["rope_scaling_type"] == 2 and rep["rope_freq_scale"] == pytest.approx(1 / 16)
     assert rep["yarn_orig_ctx"] == 4096 and rep["ok"]
     assert chat.context_window == L
+
+
+def test_llamacpp_ntk_base_is_chosen_per_request_like_transformers(tiny, logits):
+    """NTK on llama.cpp: the trained base while prompt + new tokens fit the 4K window, the NTK
+    base for the request's own length beyond it; a short prompt gives the transformers
+    backend's logits (before, the base for the whole n_ctx was used at every length)."""
+    from rag.models.llamacpp_backend import build_llamacpp_chat_model, context_rope_base
+    from rag.models.registry import get_model
+    from rag.settings import ModelSettings
+
+    chat, _ = build_llamacpp_chat_model(
+        str(tiny["gguf"]), name="t", variant=get_model("chinese-alpaca-2-7b"),
+        settings=ModelSettings(rope_ntk=True, context_length=L, max_new_tokens=16), prompt_format="llama2-chat",
+    )
+    short = tiny["ids"][:48]
+    base = lambda: context_rope_base(chat.llm, THETA)  # noqa: E731
+    chat._fit_rope_to_request(len(short) + 16)
+    assert base() == pytest.approx(THETA)
+    llama = llama_last_logits(chat.llm, short, LAST)
+    model, hook = _hf(tiny, "ntk")
+    hook.pin(len(short) + 16)  # what the transformers backend pins for this request
+    with torch.no_grad():
+        hf = model(torch.tensor([short]), logits_to_keep=LAST).logits[0].numpy()
+    assert np.abs(hf - llama).max() < 1e-2
+
+    # beyond the window: the base for this request's length, from the reference formula
+    chat._fit_rope_to_request(L)
+    np.testing.assert_allclose(ref_inv_freq(base(), HEAD_DIM), expected("ntk", L)[0], rtol=1e-6)
+    assert chat.rope_report["request"] == {"tokens": L, "rope_freq_base": pytest.approx(base()),
+                                           "context_rope_freq_base": pytest.approx(base())}
+    # and back: a real generation with a short prompt runs at the trained base again
+    assert chat.invoke("你好").content is not None
+    assert chat.rope_report["request"]["rope_freq_base"] == pytest.approx(THETA)
+    assert base() == pytest.approx(THETA)
+    chat.llm._ctx.kv_cache_clear()
+    assert np.abs(llama_last_logits(chat.llm, short, LAST) - llama).max() < 1e-4

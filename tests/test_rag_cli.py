@@ -31,8 +31,12 @@ def fake_model(monkeypatch):
 
 
 def test_models_subcommand_still_registered(capsys):
+    from rag.models.registry import list_models
+
     assert cli.main(["models", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["key"] for r in rows] == [m.key for m in list_models()]
+    assert len(rows) == 14 and "chinese-alpaca-2-7b-64k" in [r["key"] for r in rows]
 
 
 def test_retrieve_jsonl_in_a_subprocess(kb, tmp_path):

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("streamlit")
-services = pytest.importorskip("ui.services")
+pytest.importorskip("streamlit")  # an optional extra (ui); the project's own modules import plainly
 
 from rag.api import KnowledgeBase  # noqa: E402
 from rag.settings import Settings  # noqa: E402
 from tests.docmaker import make_blank_pdf, make_encrypted_pdf, pdf_bytes  # noqa: E402
 from tests.helpers_reliability import check_consistent, search_finds  # noqa: E402
+from ui import services  # noqa: E402
 
 MAX_MB = 0.05
 

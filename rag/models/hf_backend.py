@@ -20,7 +20,15 @@ from pydantic import Field
 from rag.models import prompts
 from rag.models.common import Cancel, LocalChatModel, generation_settings
 from rag.models.errors import BackendUnavailable
-from rag.models.rope import NtkHook, RopeConfig, apply_to_hf_config, install_ntk_hook, rope_config_from_hf
+from rag.models.rope import (
+    NtkHook,
+    RopeConfig,
+    apply_to_hf_config,
+    effective_base,
+    inv_freq,
+    install_ntk_hook,
+    rope_config_from_hf,
+)
 
 PromptFormat = Literal["llama2-chat", "template", "plain"]
 
@@ -68,6 +76,8 @@ class HFChatModel(LocalChatModel):
     prompt_format: PromptFormat = "template"
     ntk_hook: Any = Field(default=None, exclude=True)
     context_window: int = 4096
+    rope_report: dict = Field(default_factory=dict)
+    """What the loaded model really uses, read back from its config and rotary embedding."""
 
     def generation_engine(self) -> Any:
         return self.model
@@ -112,10 +122,17 @@ class HFChatModel(LocalChatModel):
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         enc = self.encode_prompt(messages).to(self.model.device)
-        max_new = int(kwargs.get("max_new_tokens") or self.max_new_tokens)
         n_prompt = int(enc["input_ids"].shape[1])
+        room = self.context_window - n_prompt
+        if room <= 0:  # the same refusal as llama.cpp's: past the window the output is garbage
+            raise ValueError(f"prompt has {n_prompt} tokens; the context window is {self.context_window}")
+        max_new = min(int(kwargs.get("max_new_tokens") or self.max_new_tokens), room)
         if self.ntk_hook is not None:
             self.ntk_hook.pin(n_prompt + max_new)
+            self.rope_report["request"] = {
+                "tokens": n_prompt + max_new,
+                "rope_freq_base": effective_base(self.ntk_hook.cfg, n_prompt + max_new),
+            }
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         gen = dict(enc, streamer=streamer, stopping_criteria=StoppingCriteriaList([_CancelCriteria(cancel)]))
         gen.update(self.generation_kwargs(max_new))
@@ -220,6 +237,7 @@ def build_hf_chat_model(
         prompt_format = "template" if getattr(tokenizer, "chat_template", None) else "plain"
     window = settings.context_length or (rope.context_window() if rope else getattr(model.config, "max_position_embeddings", 2048))
     chat = HFChatModel(
+        rope_report=hf_rope_report(model, rope, int(window)),
         model=model,
         tokenizer=tokenizer,
         draft_model=draft,
@@ -230,3 +248,31 @@ def build_hf_chat_model(
         **generation_settings(settings),
     )
     return chat, rope
+
+
+def hf_rope_report(model: Any, rope: RopeConfig | None, window: int) -> dict[str, Any]:
+    """What transformers resolved: the config's rope parameters and the rotary embedding's own
+    frequencies, checked against ``rope`` (for none/linear the exact inverse frequencies)."""
+    config = model.config
+    params = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    rotary = getattr(getattr(model, "model", model), "rotary_emb", None)
+    report: dict[str, Any] = {
+        "n_ctx": window,
+        "max_position_embeddings": int(getattr(config, "max_position_embeddings", 0) or 0),
+        "rope_parameters": {k: v for k, v in dict(params).items() if isinstance(v, (int, float, str))},
+        "rope_type": getattr(rotary, "rope_type", None),
+        "attention_scaling": float(getattr(rotary, "attention_scaling", 1.0) or 1.0),
+        "wanted": rope.describe() if rope else "as the model declares",
+        "ntk_per_request": bool(rope and rope.ntk),
+    }
+    ok = True
+    if rope is not None and rotary is not None and hasattr(rotary, "inv_freq"):
+        got = rotary.inv_freq.detach().float().cpu()
+        report["inv_freq_first_last"] = [float(got[0]), float(got[-1])]
+        if rope.kind == "yarn":
+            ok = report["rope_type"] == "yarn" and abs(float(params.get("factor", 0)) - rope.factor) < 1e-6
+        else:
+            want = inv_freq(rope, 0)  # inside the window (NTK adds its base only beyond it)
+            ok = got.shape == want.shape and bool(((got - want).abs() <= 1e-6 * want.abs() + 1e-12).all())
+    report["ok"] = ok
+    return report

@@ -24,7 +24,7 @@ from rag.models import prompts
 from rag.models.common import Cancel, LocalChatModel, generation_settings
 from rag.models.errors import BackendUnavailable
 from rag.models.registry import ModelVariant
-from rag.models.rope import RopeConfig, llamacpp_kwargs, rope_config_from_gguf
+from rag.models.rope import RopeConfig, effective_base, llamacpp_kwargs, rope_config_from_gguf
 
 PromptFormat = Literal["llama2-chat", "template", "plain"]
 
@@ -64,6 +64,8 @@ class LlamaCppChatModel(LocalChatModel):
     prompt_format: PromptFormat = "template"
     chat_template: str | None = None
     context_window: int = 4096
+    rope: Any = Field(default=None, exclude=True)
+    """The RopeConfig in force; with NTK on, the rotary base is chosen per request."""
     rope_report: dict = Field(default_factory=dict)
     _formatter: Any = None
 
@@ -129,6 +131,7 @@ class LlamaCppChatModel(LocalChatModel):
         if room <= 0:
             raise ValueError(f"prompt has {len(tokens)} tokens; the context window is {self.context_window}")
         max_new = min(int(kwargs.get("max_new_tokens") or self.max_new_tokens), room)
+        self._fit_rope_to_request(len(tokens) + max_new)
         from llama_cpp import StoppingCriteriaList
 
         stream = self.llm.create_completion(
@@ -147,6 +150,37 @@ class LlamaCppChatModel(LocalChatModel):
                     yield text
         finally:
             stream.close()
+
+    def _fit_rope_to_request(self, n_tokens: int) -> None:
+        """Adaptive NTK per request, as upstream and our transformers backend do: the trained
+        base while prompt + new tokens fit the trained window, the NTK base for this length
+        beyond it. A llama.cpp context has one base, so a change means a new context on the
+        same loaded weights (the KV cache starts empty)."""
+        if self.rope is None or not self.rope.ntk:
+            return
+        base = effective_base(self.rope, n_tokens)
+        use_rope_base(self.llm, base, trained_base=self.rope.theta)
+        self.rope_report["request"] = {"tokens": int(n_tokens), "rope_freq_base": base,
+                                       "context_rope_freq_base": context_rope_base(self.llm, self.rope.theta)}
+
+
+def context_rope_base(llm: Any, trained_base: float) -> float:
+    """The rotary base ``llm``'s context runs with (its parameter 0 means the model's own)."""
+    return float(llm.context_params.rope_freq_base) or trained_base
+
+
+def use_rope_base(llm: Any, base: float, trained_base: float) -> bool:
+    """Make ``llm``'s context use rotary base ``base``; True when a new context was made."""
+    if abs(context_rope_base(llm, trained_base) - base) <= 1e-7 * base:
+        return False
+    from llama_cpp import _internals
+
+    params = llm.context_params
+    llm._ctx.close()  # first, so two KV caches never coexist
+    params.rope_freq_base = base
+    llm._ctx = _internals.LlamaContext(model=llm._model, params=params, verbose=llm.verbose)
+    llm.reset()  # no cached prefix from the old base may be reused
+    return True
 
 
 def _verify(llm: Any, wanted: RopeConfig, passed: dict[str, Any]) -> dict[str, Any]:
@@ -221,10 +255,13 @@ def build_llamacpp_chat_model(
     if settings.rope_ntk and rope.kind == "yarn":
         notes.append("rope_ntk is ignored for YaRN (64K) models.")
     n_ctx = int(settings.context_length or rope.context_window())
+    # With NTK the context opens with the trained base; each request then picks its own.
     llm, report = open_llama(
-        path, n_ctx=n_ctx, rope=rope, explicit_rope=explicit,
+        path, n_ctx=n_ctx, rope=replace(rope, ntk=False), explicit_rope=explicit,
         n_threads=settings.n_threads, n_gpu_layers=settings.n_gpu_layers,
     )
+    report["wanted"] = rope.describe()
+    report["ntk_per_request"] = rope.ntk
     if not report["ok"]:
         notes.append(f"llama.cpp uses rope scale {report['effective_freq_scale']:g}, expected {rope.describe()}.")
     template = meta.get("tokenizer.chat_template") or llm.metadata.get("tokenizer.chat_template")
@@ -235,6 +272,7 @@ def build_llamacpp_chat_model(
         prompt_format=prompt_format,
         chat_template=template,
         context_window=n_ctx,
+        rope=rope,
         rope_report=report,
         model_name=name,
         **generation_settings(settings),

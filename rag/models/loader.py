@@ -147,8 +147,11 @@ def _split_quant(name: str) -> tuple[str, str | None]:
 
 
 class Resolved:
+    """What to load: backend, local path (or server URL), registry variant, display name."""
+
     def __init__(self, backend: str, path: str, variant: ModelVariant | None, display: str):
         self.backend, self.path, self.variant, self.display = backend, path, variant, display
+        self.is_stand_in = False
 
 
 def resolve(ms: Any) -> Resolved:
@@ -228,15 +231,25 @@ def _hf_counter_for(variant: ModelVariant | None):
     return lambda text: len(tok.encode(text, add_special_tokens=False))
 
 
-def load_chat_model(settings: Any) -> LoadedModel:
-    """The configured chat model, ready for the chains (see the module docstring for names).
+def beyond_window_notice(name: str, window: int, rope: Any) -> str | None:
+    """A sentence when the context window is past what the model handles (None when within)."""
+    if rope is None:
+        return None
+    limit = rope.supported_context()
+    if window <= limit:
+        return None
+    how = "" if rope.ntk or rope.kind == "yarn" else " (or turn on DOCQA_MODEL__ROPE_NTK)"
+    return (
+        f"The context window is {window} tokens, beyond the {limit} that {name} handles "
+        f"({rope.describe()}): text past {limit} tokens will come out garbled. Lower "
+        f"DOCQA_MODEL__CONTEXT_LENGTH to {limit}{how}."
+    )
 
-    Raises ModelUnavailable (offline and not on disk, with how to get it), StandInMissing,
-    BackendUnavailable (a needed package is missing) or ValueError (contradictory settings).
-    """
+
+def plan_load(settings: Any) -> Resolved:
+    """Decide what to load (backend, local file or folder) without loading it: resolving names,
+    downloads and their errors happen here, in the caller's process."""
     ms = _model_settings(settings)
-    notices: list[str] = []
-    is_stand_in = False
     if not ms.name.strip():
         if not _llama_cpp_installed():
             raise BackendUnavailable(
@@ -244,10 +257,36 @@ def load_chat_model(settings: Any) -> LoadedModel:
                 "pip install 'alpaca-docqa[llamacpp]', or set DOCQA_MODEL__NAME"
             )
         res = Resolved("llamacpp", str(stand_in_gguf()), None, STAND_IN_NAME)
-        is_stand_in = True
-        notices.append(STAND_IN_NOTICE)
-    else:
-        res = resolve(ms)
+        res.is_stand_in = True
+        return res
+    return resolve(ms)
+
+
+def load_chat_model(settings: Any, *, in_process: bool | None = None) -> LoadedModel:
+    """The configured chat model, ready for the chains (see the module docstring for names).
+
+    Local models (llama.cpp, transformers) run in a supervised model process unless
+    ``settings.model.isolation == "none"`` or ``in_process=True``: a crash in native code then
+    raises :class:`ModelCrashed` in the caller instead of killing it, and the next request
+    starts the model again. Server models (``openai``) always run in the caller.
+
+    Raises ModelUnavailable (offline and not on disk, with how to get it), StandInMissing,
+    BackendUnavailable (a needed package is missing) or ValueError (contradictory settings).
+    """
+    ms = _model_settings(settings)
+    plan = plan_load(ms)
+    isolate = (ms.isolation == "process") if in_process is None else not in_process
+    if isolate and plan.backend != "openai":
+        from rag.models.worker import load_in_worker
+
+        return load_in_worker(plan, ms)
+    return build_loaded(plan, ms)
+
+
+def build_loaded(res: Resolved, ms: Any) -> LoadedModel:
+    """Load what :func:`plan_load` decided, in this process."""
+    notices: list[str] = [STAND_IN_NOTICE] if res.is_stand_in else []
+    is_stand_in = res.is_stand_in
 
     variant = res.variant
     if res.backend == "openai":
@@ -267,6 +306,7 @@ def load_chat_model(settings: Any) -> LoadedModel:
         fmt = None if variant is None else ("llama2-chat" if variant.is_chat else "plain")
         chat, notes = build_llamacpp_chat_model(res.path, name=res.display, variant=variant, settings=ms, prompt_format=fmt)
         notices.extend(notes)
+        rope = chat.rope
         if ms.draft_model:
             notices.append("draft_model (speculative decoding) is used by the transformers backend only; ignored.")
     else:
@@ -280,9 +320,13 @@ def load_chat_model(settings: Any) -> LoadedModel:
             rope = RopeConfig.for_variant(variant, ntk=ms.rope_ntk and variant.rope.kind != "yarn")
         fmt = None if variant is None else ("llama2-chat" if variant.is_chat else "plain")
         draft = resolve_local_draft(ms.draft_model) if ms.draft_model else None
-        chat, _ = build_hf_chat_model(res.path, name=res.display, rope=rope, prompt_format=fmt,
-                                      settings=ms, draft_path=draft, ntk=ms.rope_ntk)
+        chat, rope = build_hf_chat_model(res.path, name=res.display, rope=rope, prompt_format=fmt,
+                                         settings=ms, draft_path=draft, ntk=ms.rope_ntk)
 
+    if res.backend != "openai":
+        window_notice = beyond_window_notice(res.display, int(chat.context_window), rope)
+        if window_notice:
+            notices.append(window_notice)
     if variant is not None and not variant.is_chat:
         notices.append(BASE_MODEL_NOTICE.format(name=variant.display_name))
     return LoadedModel(

@@ -36,6 +36,10 @@ NTK_CONTEXT = {4096: 12288, 16384: 24576}
 """Default window with NTK on: the low end of upstream's ranges (4K → 12K-18K, 16K → 24K-32K)."""
 
 
+NTK_MAX_CONTEXT = {4096: 18432, 16384: 32768}
+"""The most NTK is trusted with: the high end of upstream's ranges."""
+
+
 @dataclass(frozen=True)
 class RopeConfig:
     """The RoPE settings in force for one loaded model."""
@@ -76,6 +80,13 @@ class RopeConfig:
             return int(requested)
         if self.ntk:
             return NTK_CONTEXT.get(self.max_positions, int(self.max_positions * 1.5))
+        return self.max_positions
+
+    def supported_context(self) -> int:
+        """The longest window this model handles well: the trained (or scaled) window, or with
+        NTK the top of upstream's range."""
+        if self.ntk:
+            return NTK_MAX_CONTEXT.get(self.max_positions, self.max_positions * 2)
         return self.max_positions
 
     def describe(self) -> str:
