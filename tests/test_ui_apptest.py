@@ -77,6 +77,58 @@ def test_starts_with_packaged_stand_in_model_when_none_is_configured(kb_settings
     assert any("stand-in" in w.value for w in at.warning), page
 
 
+def test_model_process_killed_mid_answer_is_shown_and_the_next_question_works(kb_settings, embedder, monkeypatch):
+    """The stand-in runs in its own process; SIGSEGV to it in the middle of an answer (a native
+    crash) leaves the app running: the chat shows what happened, keeps the conversation, and
+    the next question is answered by a restarted model process."""
+    pytest.importorskip("llama_cpp")
+    import os
+    import signal
+    import threading
+    import time
+
+    from rag.models.worker import ModelWorker
+
+    streamed: list[tuple[ModelWorker, str]] = []
+    real_stream = ModelWorker.stream
+
+    def stream(self, *args, **kwargs):
+        for piece in real_stream(self, *args, **kwargs):
+            streamed.append((self, piece))
+            yield piece
+
+    monkeypatch.setattr(ModelWorker, "stream", stream)
+    settings = kb_settings.model_copy(update={"model": kb_settings.model.model_copy(update={"max_new_tokens": 48})})
+    at = run(make_app(settings))
+    upload(at, [("北京.txt", BEIJING.encode())])
+    killed: list[int] = []
+
+    def kill_mid_answer():
+        end = time.time() + 240
+        while not streamed and time.time() < end:
+            time.sleep(0.01)
+        if streamed:
+            worker = streamed[0][0]
+            killed.append(worker.pid)
+            os.kill(worker.pid, signal.SIGSEGV)
+
+    killer = threading.Thread(target=kill_mid_answer)
+    killer.start()
+    ask(at, "北京的人口是多少？")
+    killer.join()
+    assert killed, "no answer was streamed"
+    errors = [e.value for e in at.error]
+    assert any("SIGSEGV" in e and "model process" in e and "llamacpp" in e for e in errors), errors
+    worker = streamed[0][0]
+    streamed.clear()
+    ask(at, "北京有什么名胜？")
+    assert streamed and worker.pid != killed[0] and worker.restarts == 1
+    log = at.session_state["chats"][at.session_state["kb_name"]]
+    assert [m["role"] for m in log] == ["user", "assistant", "user", "assistant"]
+    assert log[1].get("error") and not log[3].get("error") and log[3]["content"].strip()
+    assert "北京的人口是多少？" in texts(at)  # the first turn is still on the page
+
+
 def test_model_that_cannot_load_is_reported_and_documents_still_work(tmp_path, embedder):
     from rag.settings import Settings
 
