@@ -10,11 +10,19 @@ same tokens — checked):
   8 heads, fp32, CPU, fixed seed) with a character-level tokenizer. Ours: ``HFChatModel.stream``;
   raw: ``model.generate`` streaming through ``TextIteratorStreamer`` in a thread.
 
+The llama.cpp part also times ours through the supervised model process (the default since
+local models run isolated: ``settings.model.isolation = "process"``), in the same loop.
+
+``--native-python PATH``: decode speed of the installed portable llama.cpp build against a
+native build (``GGML_NATIVE=ON``) installed in another interpreter, e.g. a throwaway venv made
+with ``pip install llama-cpp-python==VERSION``: the same probe (raw ``Llama`` on the stand-in
+GGUF, greedy) runs in both, alternating, and reports tokens/s and prompt tokens/s.
+
 Figures: decode tokens/s = (tokens - 1) / (last token time - first token time); TTFT = time
 from the call to the first text. Medians over the repeats, alternating which side goes first.
 Goal: ours ≥ 0.95 × raw throughput, ≤ +50 ms to the first token. The last output line is JSON.
 
-    python bench/generate.py [--quick]
+    python bench/generate.py [--quick] [--native-python /tmp/native-venv/bin/python]
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -63,7 +72,9 @@ def bench_llamacpp(repeats: int, max_new: int, threads: int) -> dict:
     from rag.models.loader import load_chat_model
     from rag.settings import ModelSettings
 
-    lm = load_chat_model(ModelSettings(max_new_tokens=max_new, temperature=0.0, n_threads=threads, context_length=2048))
+    settings = ModelSettings(max_new_tokens=max_new, temperature=0.0, n_threads=threads, context_length=2048)
+    lm = load_chat_model(settings, in_process=True)
+    isolated = load_chat_model(settings).chat_model  # its own process, its own Llama
     chat = lm.chat_model
     llm = chat.llm
     msgs = [HumanMessage(PROMPT)]
@@ -78,16 +89,23 @@ def bench_llamacpp(repeats: int, max_new: int, threads: int) -> dict:
         llm.reset()
         return _timed(llm.create_completion(prompt=prompt_text, stream=True, **kw), lambda p: p["choices"][0]["text"])
 
-    ours(), raw()  # warm-up
-    o_runs, r_runs = [], []
+    def process():
+        return _timed(isolated.stream(msgs), lambda c: c.content)
+
+    sides = {"ours": ours, "raw": raw, "process": process}
+    for fn in sides.values():  # warm-up
+        fn()
+    runs: dict[str, list] = {name: [] for name in sides}
+    order = list(sides)
     for i in range(repeats):
-        for name in (("ours", "raw") if i % 2 == 0 else ("raw", "ours")):
-            (o_runs if name == "ours" else r_runs).append(ours() if name == "ours" else raw())
-    text = r_runs[0][0]
-    assert all(r[0] == text for r in o_runs + r_runs), "ours and raw generated different text"
+        for name in order[i % 3:] + order[: i % 3]:  # rotate which side goes first
+            runs[name].append(sides[name]())
+    text = runs["raw"][0][0]
+    assert all(r[0] == text for rs in runs.values() for r in rs), "the sides generated different text"
     n_tokens = len(llm.tokenize(text.encode(), add_bos=False, special=True))
+    isolated.worker.close()
     return {"model": "SmolLM2-135M-Instruct Q4_1 GGUF", "tokens": n_tokens,
-            "ours": _figures(o_runs, n_tokens), "raw": _figures(r_runs, n_tokens)}
+            **{name: _figures(rs, n_tokens) for name, rs in runs.items()}}
 
 
 def _small_random_llama(folder: Path):
@@ -116,7 +134,8 @@ def bench_transformers(repeats: int, max_new: int, threads: int) -> dict:
     torch.set_num_threads(threads)
     folder = Path(tempfile.mkdtemp(prefix="bench-hf-")) / "small-random-llama"
     _small_random_llama(folder)
-    lm = load_chat_model(ModelSettings(name=str(folder), max_new_tokens=max_new, temperature=0.0, repetition_penalty=1.1))
+    lm = load_chat_model(ModelSettings(name=str(folder), max_new_tokens=max_new, temperature=0.0, repetition_penalty=1.1),
+                         in_process=True)
     chat = lm.chat_model
     model, tok = chat.model, chat.tokenizer
     msgs = [HumanMessage(PROMPT)]
@@ -154,19 +173,80 @@ def bench_transformers(repeats: int, max_new: int, threads: int) -> dict:
             "ours": _figures(o_runs, n_tokens), "raw": _figures(r_runs, n_tokens)}
 
 
+# Runs in the interpreter under test: raw llama_cpp on the stand-in, greedy; prints JSON.
+DECODE_PROBE = r"""
+import json, sys, time, llama_cpp
+path, n_new, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+llm = llama_cpp.Llama(model_path=path, n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
+prompt = llm.tokenize(("Explain what retrieval-augmented generation is. " * 8).encode())
+llm.create_completion(prompt=prompt, max_tokens=4, temperature=0.0)  # warm-up
+llm.reset()
+t0 = time.perf_counter(); first = None; n = 0
+for part in llm.create_completion(prompt=prompt, max_tokens=n_new, temperature=0.0, top_k=1, stream=True):
+    now = time.perf_counter(); n += 1
+    if first is None: first = now
+last = now
+feats = llama_cpp.llama_print_system_info().decode()
+print(json.dumps({"decode_tokens_per_s": (n - 1) / (last - first), "prompt_tokens_per_s": len(prompt) / (first - t0),
+                  "tokens": n, "features": " ".join(f.split(" =")[0] for f in feats.split("| ") if f.endswith("= 1 "))}))
+"""
+
+
+def bench_builds(native_python: str, repeats: int, max_new: int, threads: int) -> dict:
+    """The portable build here against a native build in ``native_python``, alternating."""
+    from rag.models.loader import stand_in_gguf
+
+    gguf = str(stand_in_gguf())
+    sides = {"portable": sys.executable, "native": native_python}
+    runs: dict[str, list[dict]] = {name: [] for name in sides}
+    for i in range(repeats):
+        for name in (("portable", "native") if i % 2 == 0 else ("native", "portable")):
+            out = subprocess.run([sides[name], "-c", DECODE_PROBE, gguf, str(max_new), str(threads)],
+                                 capture_output=True, text=True, check=True)
+            runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    result: dict = {}
+    for name, rs in runs.items():
+        result[name] = {
+            "decode_tokens_per_s": statistics.median(r["decode_tokens_per_s"] for r in rs),
+            "prompt_tokens_per_s": statistics.median(r["prompt_tokens_per_s"] for r in rs),
+            "features": rs[0]["features"],
+        }
+    result["decode_ratio"] = result["portable"]["decode_tokens_per_s"] / result["native"]["decode_tokens_per_s"]
+    result["prompt_ratio"] = result["portable"]["prompt_tokens_per_s"] / result["native"]["prompt_tokens_per_s"]
+    return result
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats, shorter generations")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--native-python", help="an interpreter with a native llama-cpp-python build")
+    ap.add_argument("--only-builds", action="store_true", help="with --native-python: only that comparison")
     args = ap.parse_args()
     repeats, max_new = (3, 48) if args.quick else (7, 128)
     result: dict = {"repeats": repeats, "max_new_tokens": max_new, "threads": args.threads}
+    if args.native_python:
+        b = bench_builds(args.native_python, repeats, max_new, args.threads)
+        result["builds"] = b
+        for name in ("portable", "native"):
+            print(f"llama.cpp {name:8s} decode {b[name]['decode_tokens_per_s']:.1f} tok/s, prompt "
+                  f"{b[name]['prompt_tokens_per_s']:.1f} tok/s  [{b[name]['features']}]", flush=True)
+        print(f"portable/native: decode {b['decode_ratio']:.3f}, prompt {b['prompt_ratio']:.3f}", flush=True)
+        if args.only_builds:
+            print(json.dumps(result))
+            return 0
     for name, fn in (("llamacpp", bench_llamacpp), ("transformers", bench_transformers)):
         r = fn(repeats, max_new, args.threads)
         r["throughput_ratio"] = r["ours"]["tokens_per_s"] / r["raw"]["tokens_per_s"]
         r["ttft_overhead_ms"] = r["ours"]["ttft_ms"] - r["raw"]["ttft_ms"]
         r["meets_goal"] = r["throughput_ratio"] >= 0.95 and r["ttft_overhead_ms"] <= 50
         result[name] = r
+        if "process" in r:
+            r["process_throughput_ratio"] = r["process"]["tokens_per_s"] / r["raw"]["tokens_per_s"]
+            r["process_ttft_overhead_ms"] = r["process"]["ttft_ms"] - r["raw"]["ttft_ms"]
+            print(f"{name:12s} through the model process: {r['process']['tokens_per_s']:.1f} tok/s, TTFT "
+                  f"{r['process']['ttft_ms']:.1f} ms | ratio {r['process_throughput_ratio']:.3f}, TTFT "
+                  f"+{r['process_ttft_overhead_ms']:.1f} ms", flush=True)
         print(f"{name:12s} {r['model']}: {r['tokens']} tokens | ours {r['ours']['tokens_per_s']:.1f} tok/s, "
               f"TTFT {r['ours']['ttft_ms']:.1f} ms | raw {r['raw']['tokens_per_s']:.1f} tok/s, TTFT "
               f"{r['raw']['ttft_ms']:.1f} ms | ratio {r['throughput_ratio']:.3f}, TTFT +{r['ttft_overhead_ms']:.1f} ms",
