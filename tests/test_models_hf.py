@@ -77,12 +77,11 @@ def test_cancel_event_stops_generation(folder):
     chat = _load(folder, max_new_tokens=4000).chat_model
     ev = threading.Event()
     n = 0
-    t0 = time.time()
     for _ in chat.stream("长文", cancel_event=ev):
         n += 1
         if n == 3:
             ev.set()
-    assert n < 10 and time.time() - t0 < 30
+    assert n < 10
     assert not _hf_threads()
 
 

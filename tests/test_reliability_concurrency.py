@@ -6,7 +6,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -82,7 +81,7 @@ def test_writer_waiting_past_lock_timeout_gets_store_busy(tmp_path, embedder):
         start = time.monotonic()
         with pytest.raises(StoreBusy, match="busy"):
             Ingestor(settings, embedder=embedder).ingest([doc])
-        assert 0.9 <= time.monotonic() - start < 30
+        assert time.monotonic() - start >= 0.9  # it waited for the lock before giving up
         # CLI: exit code 2 and one clear line, no traceback
         proc = run_cli(str(doc), "--kb", str(settings.store.dir), "--json", "--no-progress",
                        env=cli_env(DOCQA_STORE__LOCK_TIMEOUT_S="1", OMP_NUM_THREADS="1"))

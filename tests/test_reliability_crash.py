@@ -6,7 +6,6 @@ run the store holds no leftovers and equals a clean ingest of the same files.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import sqlite3

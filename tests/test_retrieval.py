@@ -16,7 +16,7 @@ from tests.helpers_rag import DOCS, doc_id_of, make_kb, write_docs
 from rag import bm25 as bm25_mod
 from rag.bm25 import BM25Index, _top, index_path, load_index
 from rag.retrieval import HybridRetriever, auto_weights, cosine_floor, is_english_only
-from rag.settings import RetrievalSettings, Settings
+from rag.settings import RetrievalSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
