@@ -103,8 +103,19 @@ def bench_llamacpp(repeats: int, max_new: int, threads: int) -> dict:
     text = runs["raw"][0][0]
     assert all(r[0] == text for rs in runs.values() for r in rs), "the sides generated different text"
     n_tokens = len(llm.tokenize(text.encode(), add_bos=False, special=True))
+    # The model process keeps its KV cache between runs (llama-cpp-python reuses the common
+    # prefix), so its TTFT is that of a repeated prompt; the cost of the process boundary itself
+    # is the round trip of a request, timed here on token counting.
+    round_trip = {}
+    for name, count in (("in_process", chat.count_tokens), ("process", isolated.count_tokens)):
+        times = []
+        for _ in range(300):
+            t0 = time.perf_counter()
+            count("检索增强生成")
+            times.append((time.perf_counter() - t0) * 1000)
+        round_trip[name] = statistics.median(times)
     isolated.worker.close()
-    return {"model": "SmolLM2-135M-Instruct Q4_1 GGUF", "tokens": n_tokens,
+    return {"model": "SmolLM2-135M-Instruct Q4_1 GGUF", "tokens": n_tokens, "request_ms": round_trip,
             **{name: _figures(rs, n_tokens) for name, rs in runs.items()}}
 
 
@@ -243,10 +254,11 @@ def main() -> int:
         result[name] = r
         if "process" in r:
             r["process_throughput_ratio"] = r["process"]["tokens_per_s"] / r["raw"]["tokens_per_s"]
-            r["process_ttft_overhead_ms"] = r["process"]["ttft_ms"] - r["raw"]["ttft_ms"]
-            print(f"{name:12s} through the model process: {r['process']['tokens_per_s']:.1f} tok/s, TTFT "
-                  f"{r['process']['ttft_ms']:.1f} ms | ratio {r['process_throughput_ratio']:.3f}, TTFT "
-                  f"+{r['process_ttft_overhead_ms']:.1f} ms", flush=True)
+            rt = r["request_ms"]
+            print(f"{name:12s} through the model process: {r['process']['tokens_per_s']:.1f} tok/s "
+                  f"(ratio to raw {r['process_throughput_ratio']:.3f}), TTFT {r['process']['ttft_ms']:.1f} ms with "
+                  f"the prompt in its KV cache | one request {rt['process']:.3f} ms vs {rt['in_process']:.3f} ms "
+                  f"in process", flush=True)
         print(f"{name:12s} {r['model']}: {r['tokens']} tokens | ours {r['ours']['tokens_per_s']:.1f} tok/s, "
               f"TTFT {r['ours']['ttft_ms']:.1f} ms | raw {r['raw']['tokens_per_s']:.1f} tok/s, TTFT "
               f"{r['raw']['ttft_ms']:.1f} ms | ratio {r['throughput_ratio']:.3f}, TTFT +{r['ttft_overhead_ms']:.1f} ms",
