@@ -61,3 +61,69 @@ def ask(at: AppTest, question: str) -> AppTest:
 
 def find_widget(at: AppTest, kind: str, key: str) -> Any:
     return getattr(at, kind)(key=key)
+
+
+class CitingServer:
+    """A minimal OpenAI-compatible chat server on 127.0.0.1 whose every answer is ``answer``,
+    streamed word by word: a model that cites, for browser tests (the packaged stand-in rarely
+    does). It answers ``/v1/models`` and streaming ``/v1/chat/completions`` only.
+
+        with CitingServer("北京的常住人口约两千一百万[1]。") as url:   # http://127.0.0.1:PORT/v1
+            ...
+    """
+
+    def __init__(self, answer: str):
+        self.answer = answer
+        self.requests: list[dict] = []
+
+    def __enter__(self) -> str:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _json(self, code: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                if self.path.rstrip("/") == "/v1/models":
+                    self._json(200, {"object": "list", "data": [{"id": "citing-test-model", "object": "model",
+                                                                 "max_model_len": 4096}]})
+                else:
+                    self._json(404, {"error": "not found"})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                if self.path.rstrip("/") != "/v1/chat/completions":
+                    self._json(404, {"error": "not found"})
+                    return
+                server.requests.append(body)
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                pieces = [server.answer[i:i + 3] for i in range(0, len(server.answer), 3)]
+                for piece in pieces + [None]:
+                    delta = {"content": piece} if piece is not None else {}
+                    event = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "citing-test-model",
+                             "choices": [{"index": 0, "delta": delta,
+                                          "finish_reason": None if piece is not None else "stop"}]}
+                    self.wfile.write(f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode())
+                self.wfile.write(b"data: [DONE]\n\n")
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

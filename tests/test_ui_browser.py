@@ -12,7 +12,9 @@ the test is skipped with a message saying so.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,6 +26,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.docmaker import make_chinese_pdf
+from tests.helpers_ui import CitingServer
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "test-output" / "ui-browser"
@@ -60,6 +63,7 @@ def streamlit_server(tmp_path):
     env.update(
         DOCQA_STORE__DIR=str(tmp_path / "kb"),
         DOCQA_MODEL__MAX_NEW_TOKENS="48",
+        DOCQA_MODEL__TEMPERATURE="0",  # greedy: the same answer on every run
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
         ANONYMIZED_TELEMETRY="False",
@@ -111,7 +115,8 @@ def test_upload_ask_and_see_cited_source_in_a_real_browser(streamlit_server, tmp
         shots.append(path)
         print(f"screenshot: {path}")
 
-    with sync_api.sync_playwright() as p:
+    citing = CitingServer("根据资料，北京的常住人口约两千一百万[1]。")
+    with citing as citing_url, sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -143,7 +148,9 @@ def test_upload_ask_and_see_cited_source_in_a_real_browser(streamlit_server, tmp
                 assistant.wait_for()
                 source = page.locator('[data-testid="stExpander"] summary', has_text="北京介绍.pdf").first
                 source.wait_for()
-                assert "[1] 北京介绍.pdf · p. 2" in source.inner_text() or "北京介绍.pdf" in source.inner_text()
+                # the best passage is cited first, with the page it is on (p. 2 holds the figure)
+                label = source.inner_text().split("\n")[-1]
+                assert re.fullmatch(r"\[1\] 北京介绍\.pdf · p\. 2 · relevance 0\.\d\d", label), label
                 answer = assistant.inner_text()
                 assert answer.strip(), "empty answer"
                 source.click()
@@ -164,6 +171,26 @@ def test_upload_ask_and_see_cited_source_in_a_real_browser(streamlit_server, tmp
                 page.get_by_text("Chinese-Alpaca-2 variant").first.wait_for()
                 page.get_by_text("Server URL (OpenAI-compatible)").first.wait_for()
                 shot(page, "5-model-picker.png")
+
+                # a model that cites (an OpenAI-compatible server): [1] in the answer, its source below
+                page.get_by_text("Server URL", exact=True).click()
+                page.get_by_label("Server URL (OpenAI-compatible)").fill(citing_url)
+                page.get_by_role("button", name="Apply").click()
+                page.get_by_text("citing-test-model").first.wait_for()
+                page.get_by_role("tab", name="Chat").click()
+                box.fill("北京的常住人口有多少？")
+                box.press("Enter")
+                turn = page.locator('[data-testid="stChatMessage"]').nth(3)
+                turn.get_by_text("两千一百万").first.wait_for()
+                cited = turn.locator('[data-testid="stExpander"] summary').first
+                cited.wait_for()
+                answer_text = turn.inner_text().split("Sources")[0]
+                assert "两千一百万[1]。" in answer_text and "*" not in answer_text, answer_text  # no raw markup
+                assert re.fullmatch(r"\[1\] 北京介绍\.pdf · p\. 2 · relevance 0\.\d\d",
+                                    cited.inner_text().split("\n")[-1]), cited.inner_text()
+                assert citing.requests and "两千一百万" in json.dumps(citing.requests[-1], ensure_ascii=False)
+                assert failed.count() == 0, failed.first.inner_text()
+                shot(page, "6-cited-answer.png")
             except Exception:
                 try:
                     shot(page, "failure.png")

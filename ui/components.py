@@ -31,9 +31,13 @@ def source_label(src: dict) -> str:
 
 
 def highlight_citations(answer: str, sources: Sequence[dict]) -> str:
-    """Bold the ``[n]`` markers that point at a shown source."""
+    """Bold the number of each ``[n]`` marker that points at a shown source.
+
+    ``[**1**]``, not ``**[1]**``: CommonMark does not open emphasis between a CJK character and
+    a bracket, so ``万**[1]**。`` would show its asterisks; inside the brackets it always works.
+    """
     known = {str(s.get("n")) for s in sources}
-    return _CITATION.sub(lambda m: f"**[{m.group(1)}]**" if m.group(1) in known else m.group(0), answer)
+    return _CITATION.sub(lambda m: f"[**{m.group(1)}**]" if m.group(1) in known else m.group(0), answer)
 
 
 def render_sources(sources: Sequence[dict]) -> None:
