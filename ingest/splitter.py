@@ -133,6 +133,26 @@ def split_spans(
     return _split_section(text, counter, overlap_tokens, 0)
 
 
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """``(start, end)`` of each sentence of ``text`` (ends: 。！？；… and . ! ? ; with closing
+    quotes and brackets kept; line breaks end a sentence too), leading and trailing space
+    excluded, empty ones skipped."""
+    spans: list[tuple[int, int]] = []
+    for line in re.finditer(r"[^\n]+", text):
+        start = line.start()
+        ends = [m.end() for m in _SENTENCE_END.finditer(text, line.start(), line.end())]
+        for end in ends + [line.end()]:
+            s, e = start, end
+            while s < e and text[s].isspace():
+                s += 1
+            while e > s and text[e - 1].isspace():
+                e -= 1
+            if e > s:
+                spans.append((s, e))
+            start = end
+    return spans
+
+
 # --------------------------------------------------------------------------------------------
 # Internals
 

@@ -30,6 +30,7 @@ from ingest.pipeline import Ingestor, IngestReport, Progress
 from ingest.store import DocumentInfo, DocumentStore
 from rag.models.base import LoadedModel
 from rag.qa import QAChain, merge_overlapping
+from rag.quotes import QuoteChain, quote_notice
 from rag.retrieval import Hit, HybridRetriever
 from rag.settings import Settings
 from rag.summarize import SourceText, SummaryChain, Summarizer, SummaryProgress, SummaryResult
@@ -109,12 +110,38 @@ class KnowledgeBase:
             system_prompt=self.settings.model.system_prompt,
         )
 
-    def ask(self, question: str, history=None, doc_ids: list[str] | None = None, k: int | None = None) -> dict:
-        return self.qa_chain(k=k, doc_ids=doc_ids).invoke({"question": question, "history": history or []})
+    def answer_mode(self, mode: str | None = None) -> str:
+        """``quote`` or ``generate`` for ``mode`` (default ``settings.answer.mode``); ``auto`` is
+        ``quote`` while the answering model is the packaged stand-in (decided without loading it
+        when it is not loaded yet)."""
+        mode = mode or self.settings.answer.mode
+        if mode not in ("auto", "generate", "quote"):
+            raise ValueError(f"unknown answer mode {mode!r}: auto, generate or quote")
+        if mode != "auto":
+            return mode
+        stand_in = self._model.is_stand_in if self._model is not None else not self.settings.model.name.strip()
+        return "quote" if stand_in else "generate"
 
-    def stream_ask(self, question: str, history=None, doc_ids: list[str] | None = None, k: int | None = None) -> Iterator[dict]:
+    def quote_chain(self, k: int | None = None, doc_ids: Sequence[str] | None = None) -> Runnable:
+        """Runnable: ``{"question"}`` → the passages' best sentences with citations (rag.quotes);
+        needs no chat model."""
+        return QuoteChain(self.retriever, self.embedder, k=k, doc_ids=doc_ids,
+                          sentences=self.settings.answer.quote_sentences, notice=quote_notice())
+
+    def _chain(self, mode: str | None, k: int | None, doc_ids) -> Runnable:
+        if self.answer_mode(mode) == "quote":
+            return self.quote_chain(k=k, doc_ids=doc_ids)
+        return self.qa_chain(k=k, doc_ids=doc_ids)
+
+    def ask(self, question: str, history=None, doc_ids: list[str] | None = None, k: int | None = None,
+            mode: str | None = None) -> dict:
+        """The answer dict (rag.qa; quote mode: rag.quotes, with ``"mode": "quote"``)."""
+        return self._chain(mode, k, doc_ids).invoke({"question": question, "history": history or []})
+
+    def stream_ask(self, question: str, history=None, doc_ids: list[str] | None = None, k: int | None = None,
+                   mode: str | None = None) -> Iterator[dict]:
         """``{"type": "token", "text"}`` events, then one ``{"type": "final", "answer", "sources", ...}``."""
-        yield from self.qa_chain(k=k, doc_ids=doc_ids).stream({"question": question, "history": history or []})
+        yield from self._chain(mode, k, doc_ids).stream({"question": question, "history": history or []})
 
     # -- summaries ----------------------------------------------------------------------------------
 

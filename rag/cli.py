@@ -114,12 +114,18 @@ def run_ask(args: argparse.Namespace) -> int:
 
     kb = KnowledgeBase(settings=_settings(args))
     doc_ids = _doc_ids(kb, args.doc)
-    model = kb.model
-    if model.notice and not args.json:
-        print(f"note: {model.notice}", file=sys.stderr)
+    mode = kb.answer_mode(args.answer_mode)
+    if mode == "generate":  # quote mode needs no chat model
+        model = kb.model
+        if model.notice and not args.json:
+            print(f"note: {model.notice}", file=sys.stderr)
+    elif not args.json:
+        from rag.quotes import quote_notice
+
+        print(f"note: {quote_notice()} (--answer-mode generate: let the model write it)", file=sys.stderr)
     if args.stream:
         final = None
-        for event in kb.stream_ask(args.question, doc_ids=doc_ids, k=args.k):
+        for event in kb.stream_ask(args.question, doc_ids=doc_ids, k=args.k, mode=mode):
             if event["type"] == "token":
                 if args.json:
                     print(json.dumps(event, ensure_ascii=False), flush=True)
@@ -133,7 +139,7 @@ def run_ask(args: argparse.Namespace) -> int:
             print()
             _print_sources(final["sources"])
         return 0
-    result = kb.ask(args.question, doc_ids=doc_ids, k=args.k)
+    result = kb.ask(args.question, doc_ids=doc_ids, k=args.k, mode=mode)
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
     else:
@@ -317,6 +323,9 @@ def register(sub) -> None:
     p.add_argument("--doc", action="append", metavar="REF", help="only these documents (id, path or file name); repeatable")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--stream", action="store_true", help="print the answer while it is generated")
+    p.add_argument("--answer-mode", choices=["auto", "generate", "quote"], default=None,
+                   help="generate: the model writes the answer; quote: the passages' best sentences, no model; "
+                        "auto (settings.answer.mode): quotes while only the stand-in model is available")
     p.set_defaults(func=run_ask)
 
     p = sub.add_parser("retrieve", help="show the passages retrieved for a question (no model)")

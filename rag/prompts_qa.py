@@ -168,3 +168,104 @@ __all__ = [
     "document_block",
     "part_label",
 ]
+
+
+# -- what a model writes back ------------------------------------------------------------------------
+
+_OUR_MARKUP = re.compile(r"</?(?:source|document|material)\b[^>]*>", re.I)
+_CHAT_MARKUP = re.compile(r"\[/?INST\]|<</?SYS>>|</?s>|<\|[^|>\n]{1,40}\|>")
+_HTML_DROP = re.compile(r"<(script|style|head|title)\b[^>]*>.*?</\1\s*>", re.I | re.S)
+_HTML_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9:-]*(?:\s[^<>]*)?/?>")
+_HTML_COMMENT = re.compile(r"<!--.*?-->", re.S)
+_MD_IMAGE = re.compile(r"!\[[^\]\n]*\]\([^)\n]*\)")
+_ECHO_MIN_CHARS = 12
+
+
+def qa_echo_texts(language: str) -> tuple[str, ...]:
+    """The instruction sentences a model should never repeat: the QA rules without their last
+    sentence, which tells the model what to say when nothing is found (it may say that)."""
+    rules = QA_RULES.get(language, QA_RULES["en"])
+    sentences = re.findall(r"[^。.]+[。.]", rules)
+    return ("".join(sentences[:-1]),)
+
+
+def _plain(text: str) -> str:
+    return re.sub(r"\s+", "", _HTML_TAG.sub("", _CHAT_MARKUP.sub("", _OUR_MARKUP.sub("", text))))
+
+
+def clean_generated(text: str, prompt_texts: tuple[str, ...] = ()) -> str:
+    """Generated text fit to show: no echo of our prompt markup (``<source …>``, ``<document>``),
+    no chat-template markers (``[INST]``, ``<<SYS>>``, ``</s>``, ``<|im_end|>``), no HTML (tags
+    dropped, their text kept; scripts, styles and images dropped) and no line that only repeats
+    our own instructions (``prompt_texts``: the instruction texts the model was given). What is
+    left is shown as Markdown."""
+    import html
+
+    out = _OUR_MARKUP.sub("", text)
+    out = _CHAT_MARKUP.sub("", out)
+    out = _HTML_COMMENT.sub("", out)
+    out = _HTML_DROP.sub("", out)
+    out = re.sub(r"<img\b[^>]*>", "", out, flags=re.I)
+    out = re.sub(r"<br\s*/?>|</p\s*>|</div\s*>|</li\s*>|</h[1-6]\s*>", "\n", out, flags=re.I)
+    out = _HTML_TAG.sub("", out)
+    out = _MD_IMAGE.sub("", out)
+    if "&" in out:
+        out = html.unescape(out)
+        out = _HTML_TAG.sub("", out)  # entities that spelled tags
+    echoes = [_plain(p) for p in prompt_texts if p]
+    lines = []
+    for line in out.splitlines():
+        plain = _plain(line)
+        if len(plain) >= _ECHO_MIN_CHARS and any(plain in e for e in echoes):
+            continue  # the model repeating our instruction
+        lines.append(line.rstrip())
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+class CleanStream:
+    """:func:`clean_generated` while text streams in: ``feed`` returns what can be shown now
+    (always a prefix of the cleaned whole), holding back a line that may still turn out to be
+    markup or an echo of the instructions; ``finish`` returns the rest."""
+
+    _OPENERS = {"<": ">", "[": "]", "&": ";", "!": ")"}
+
+    def __init__(self, prompt_texts: tuple[str, ...] = ()):
+        self.prompt_texts = prompt_texts
+        self._echoes = [_plain(p) for p in prompt_texts if p]
+        self.raw = ""
+        self.shown = ""
+
+    def _settled_part(self, line: str) -> str:
+        """The raw start of the unfinished last line that cannot change meaning any more."""
+        cut = len(line)
+        for opener, closer in self._OPENERS.items():
+            i = line.rfind(opener)
+            if i >= 0 and closer not in line[i:]:
+                cut = min(cut, i)
+        for m in re.finditer(r"&lt;|&#0*60;|&#x0*3c;", line, re.I):  # a tag spelled in entities
+            if not re.search(r"&gt;|&#0*62;|&#x0*3e;|>", line[m.end():], re.I):
+                cut = min(cut, m.start())
+                break
+        for m in re.finditer(r"<(script|style|head|title)\b", line, re.I):
+            if not re.search(rf"</{m.group(1)}\s*>", line[m.end():], re.I):
+                cut = min(cut, m.start())  # an element dropped whole once it closes
+                break
+        line = line[:cut]
+        plain = _plain(line)
+        if plain and any(plain in e for e in self._echoes):
+            return ""  # could still become a repeated instruction line
+        return line
+
+    def _emit(self, candidate: str) -> str:
+        if candidate.startswith(self.shown) and len(candidate) > len(self.shown):
+            new, self.shown = candidate[len(self.shown):], candidate
+            return new
+        return ""
+
+    def feed(self, piece: str) -> str:
+        self.raw += piece
+        done, newline, partial = self.raw.rpartition("\n")
+        return self._emit(clean_generated(done + newline + self._settled_part(partial), self.prompt_texts))
+
+    def finish(self) -> str:
+        return self._emit(clean_generated(self.raw, self.prompt_texts))

@@ -48,7 +48,16 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, R
 
 from rag.language import detect_language
 from rag.models.base import LoadedModel, truncate_to_tokens
-from rag.prompts_qa import clean_rewrite, defuse, qa_instruction, rewrite_instruction, source_block
+from rag.prompts_qa import (
+    CleanStream,
+    clean_generated,
+    clean_rewrite,
+    defuse,
+    qa_echo_texts,
+    qa_instruction,
+    rewrite_instruction,
+    source_block,
+)
 from rag.retrieval import Hit, no_passage_message
 
 MAX_HISTORY_TURNS = 4
@@ -202,12 +211,20 @@ class QAChain(Runnable[Any, dict]):
             yield {"type": "token", "text": packed["answer"]}
             yield {"type": "final", **packed}
             return
+        # what the model writes is shown without markup or echoes of our instructions
+        echoes = qa_echo_texts(packed.language) + (self.system_prompt,)
+        cleaner = CleanStream(echoes)
         pieces: list[str] = []
         for piece in self.generate.stream(packed.messages, config):
             if piece:
                 pieces.append(piece)
-                yield {"type": "token", "text": piece}
-        yield {"type": "final", **self._result(packed, "".join(pieces).strip())}
+                shown = cleaner.feed(piece)
+                if shown:
+                    yield {"type": "token", "text": shown}
+        tail = cleaner.finish()
+        if tail:
+            yield {"type": "token", "text": tail}
+        yield {"type": "final", **self._result(packed, clean_generated("".join(pieces), echoes))}
 
     async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any):
         """The same events as :meth:`stream`; the work runs in a worker thread."""

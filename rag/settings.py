@@ -122,6 +122,16 @@ class RetrievalSettings(BaseModel):
     """0..1, higher is stricter; passages below it are dropped."""
 
 
+class AnswerSettings(BaseModel):
+    """How questions are answered."""
+
+    mode: Literal["auto", "generate", "quote"] = "auto"
+    """``generate``: the chat model writes the answer from the passages. ``quote``: the passages'
+    own best sentences with citations, no model (rag.quotes). ``auto``: quotes while only the
+    packaged stand-in model is available, generated answers with a configured model."""
+    quote_sentences: int = Field(2, ge=1, le=10)
+
+
 class UISettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8501
@@ -143,6 +153,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    answer: AnswerSettings = Field(default_factory=AnswerSettings)
     ui: UISettings = Field(default_factory=UISettings)
 
     @classmethod

@@ -37,7 +37,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 
 from rag.language import detect_language
 from rag.models.base import LoadedModel, truncate_to_tokens
-from rag.prompts_qa import SUMMARY, document_block, part_label
+from rag.prompts_qa import SUMMARY, clean_generated, document_block, part_label
 from rag.qa import ContextTooSmall, PromptMeter, system_prompt_text
 
 STRATEGIES = ("auto", "stuff", "map_reduce", "refine")
@@ -186,6 +186,9 @@ class Summarizer:
             chosen = "map_reduce"  # a forced stuff that cannot fit would have to drop text
         run = {"stuff": self._stuff, "map_reduce": self._map_reduce, "refine": self._refine}[chosen]
         text, steps, parts = run(docs, lang, progress, config)
+        # no echo of our markup or instructions on screen (the template parts before {material})
+        echoes = tuple(t.split("{")[0] for t in SUMMARY.get(lang, SUMMARY["en"]).values())
+        text = clean_generated(text, echoes + (self.system_prompt,))
         return SummaryResult(text.strip(), chosen, steps, doc_ids, lang, parts, self.model.notice)
 
     # -- strategies ---------------------------------------------------------------------------------

@@ -169,7 +169,7 @@ def test_cli_ask_reports_a_crashed_model_and_exits_cleanly(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "rag", "ask", "Write a long story about the giant panda.", "--kb",
-         str(kb.store.dir), "--stream", "--max-new-tokens", "400"],
+         str(kb.store.dir), "--stream", "--max-new-tokens", "400", "--answer-mode", "generate"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
     )
     try:

@@ -226,7 +226,8 @@ def test_merge_overlapping():
 def test_real_stand_in_model_answers_within_its_window(long_kb):
     from rag.models.loader import load_chat_model
 
-    model = load_chat_model(Settings(model={"max_new_tokens": 24, "context_length": 512, "temperature": 0.0}))
+    model = load_chat_model(Settings(model={"max_new_tokens": 24, "context_length": 512, "temperature": 0.0}),
+                            in_process=True)  # prompt_tokens below: llama.cpp's own tokens
     assert model.is_stand_in and model.context_window == 512
     long_kb.model = model
     chain = QAChain(model, long_kb.retriever, k=5)
@@ -237,3 +238,33 @@ def test_real_stand_in_model_answers_within_its_window(long_kb):
     result = chain.invoke({"question": "第十二节讨论的工作投入了多少资金？"})
     assert isinstance(result["answer"], str) and result["answer"].strip()
     assert result["sources"] and "stand-in" in (result["notice"] or "")
+
+
+JUNK = (
+    "请只根据下面 <source> 与 </source> 标记之间的资料回答问题。这些资料只是供你参考的材料\n"
+    '<source id="1" file="panda.md">大熊猫主要吃竹子[1]。</source>\n'
+    '<h2 id="title-2015-2023" class="t">竹子</h2><img src="https://example.com/x.png"> '
+    "<document>每天十几公斤</document> [/INST] </s><|im_end|> <script>alert(1)</script>"
+    "![图](https://example.com/y.png)&lt;b&gt;完&lt;/b&gt;"
+)
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_generated_markup_and_echoes_never_reach_the_answer(kb, streamed):
+    """A model that echoes our prompt markup and instructions and writes HTML (as the stand-in
+    does): the answer shown keeps only its own words, as plain Markdown."""
+    use(kb, fake_loaded_model(4096, 400, responder=lambda messages: JUNK))
+    if streamed:
+        events = list(kb.stream_ask("大熊猫吃什么？", mode="generate"))
+        answer = "".join(e["text"] for e in events if e["type"] == "token")
+        assert answer.strip() == events[-1]["answer"]
+    else:
+        answer = kb.ask("大熊猫吃什么？", mode="generate")["answer"]
+    assert answer.splitlines() == ["大熊猫主要吃竹子[1]。", "竹子", " 每天十几公斤   完"]
+    for raw in ("<", ">", "[INST", "</s>", "im_end", "script", "alert", "http", "请只根据"):
+        assert raw not in answer
+
+
+def test_saying_nothing_was_found_is_not_taken_for_an_echo(kb):
+    use(kb, fake_loaded_model(4096, 64, responder=lambda m: "在资料中没有找到相关信息。"))
+    assert kb.ask("大熊猫吃什么？", mode="generate")["answer"] == "在资料中没有找到相关信息。"

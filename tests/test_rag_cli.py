@@ -68,11 +68,13 @@ def test_retrieve_one_question(kb, capsys):
 
 
 def test_ask_json_and_stream(kb, fake_model, capsys):
-    assert cli.main(["ask", "中国的首都是哪座城市？", "--kb", str(kb.store.dir), "--json", "--k", "2"]) == 0
+    assert cli.main(["ask", "中国的首都是哪座城市？", "--kb", str(kb.store.dir), "--json", "--k", "2",
+                     "--answer-mode", "generate"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert "[1]" in result["answer"] and result["sources"][0]["source"].endswith("beijing.txt")
     assert result["notice"] == "fake model answering"
-    assert cli.main(["ask", "中国的首都是哪座城市？", "--kb", str(kb.store.dir), "--stream", "--json"]) == 0
+    assert cli.main(["ask", "中国的首都是哪座城市？", "--kb", str(kb.store.dir), "--stream", "--json",
+                     "--answer-mode", "generate"]) == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert events[0]["type"] == "token" and events[-1]["type"] == "final"
 

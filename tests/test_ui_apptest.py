@@ -212,7 +212,7 @@ def test_ask_streams_answer_with_citation_and_source_snippet(app, fake):
     answer = app.chat_message[-1]
     assert answer.name == "assistant"
     body = "\n".join(m.value for m in answer.markdown)
-    assert "[1]" in body and "北京是中华人民共和国的首都" in body
+    assert "[**1**]" in body and "北京是中华人民共和国的首都" in body  # the citation, its number in bold
     labels = [e.label for e in app.expander]
     assert any(label.startswith("[1] 北京.pdf · p. 2") for label in labels), labels
     src = next(e for e in app.expander if e.label.startswith("[1] 北京.pdf"))

@@ -13,8 +13,8 @@ no word. So :func:`rag.models.load_chat_model` runs local models here instead::
     # SIGILL while generating: ..."); the next call starts the model process again.
 
 The model process is ``python -m rag.models.worker FD``, talking over a socket pair with
-``multiprocessing.connection`` framing. It loads the model exactly as the in-process loader
-would (:func:`rag.models.loader.build_loaded`), answers token counts and prompt formatting at
+``multiprocessing.connection`` framing (pickle, between two processes of this program only).
+It loads the model exactly as the in-process loader would (:func:`rag.models.loader.build_loaded`), answers token counts and prompt formatting at
 once, and streams generations one at a time, each cancellable. When the caller exits, the
 socket closes and the model process ends with it.
 """
@@ -38,19 +38,33 @@ from pydantic import Field
 
 from rag.models.base import LoadedModel
 from rag.models.common import Cancel, LocalChatModel, generation_settings
-from rag.models.errors import ModelCrashed, ModelError
+from rag.models.errors import BackendUnavailable, ModelCrashed, ModelError, ModelUnavailable, StandInMissing
 
 # Per-call fields a chat model copy may change (the app's sliders); sent with every request.
 CALL_FIELDS = ("temperature", "top_k", "top_p", "repetition_penalty", "max_new_tokens", "system_prompt")
 _CRASHED = "crashed"
 
 
-def _portable(exc: BaseException) -> BaseException:
-    """``exc`` if it survives pickling (to travel to the caller), else a ModelError saying it."""
-    try:
-        return pickle.loads(pickle.dumps(exc))
-    except Exception:
-        return ModelError(f"{type(exc).__name__}: {exc}")
+# Errors that travel from the model process as themselves (rebuilt from their fields);
+# anything else arrives as a ModelError naming its type.
+_TRAVELLING_ERRORS = {cls.__name__: cls for cls in (ValueError, TypeError, KeyError, RuntimeError, OSError,
+                                                    MemoryError, ModelError, BackendUnavailable,
+                                                    ModelUnavailable, StandInMissing)}
+
+
+def _portable(exc: BaseException) -> tuple:
+    """What the caller needs to raise ``exc`` again: (type name, fields)."""
+    name = type(exc).__name__
+    if isinstance(exc, ModelUnavailable):
+        return (name, (exc.model, exc.how))
+    if name in _TRAVELLING_ERRORS and type(exc) is _TRAVELLING_ERRORS[name]:
+        return (name, (str(exc),))
+    return ("ModelError", (f"{name}: {exc}",))
+
+
+def _rebuild(error: tuple) -> BaseException:
+    name, fields = error
+    return _TRAVELLING_ERRORS.get(name, ModelError)(*fields)
 
 
 class ModelWorker:
@@ -105,7 +119,7 @@ class ModelWorker:
         if kind == "error":
             conn.close()
             proc.wait()
-            raise payload
+            raise _rebuild(payload)
         # each process gets its own table of waiting requests, so a dead one's crash report
         # never reaches requests sent to its successor
         self._pending = {}
@@ -203,7 +217,7 @@ class ModelWorker:
             return payload
         if what == _CRASHED:
             raise self._crash(payload, during)
-        raise payload
+        raise _rebuild(payload)
 
     def stream(self, messages: list[BaseMessage], stop: list[str], fields: dict[str, Any],
                kwargs: dict[str, Any], cancel: Cancel) -> Iterator[str]:
@@ -227,7 +241,7 @@ class ModelWorker:
                     raise self._crash(payload, "generating")
                 else:
                     finished = True
-                    raise payload
+                    raise _rebuild(payload)
                 if cancel.is_set():
                     return
         finally:
