@@ -88,6 +88,7 @@ class ConversationStore:
             raise ValueError(f"a message's role is 'user' or 'assistant', not {role!r}")
         body = json.dumps(message, ensure_ascii=False, default=str)
         with closing(self._connect()) as db, db:
+            db.execute("BEGIN IMMEDIATE")  # the write lock before reading the next seq
             row = db.execute("SELECT title FROM conversations WHERE id = ?", (cid,)).fetchone()
             if row is None:
                 raise KeyError(f"no conversation {cid!r}")

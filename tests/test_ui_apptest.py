@@ -64,8 +64,16 @@ def test_stand_in_notice_at_top_and_with_each_answer(kb_settings, fake, embedder
     at = run(make_app(kb_settings, stand_in))
     assert any("stand-in model is answering" in w.value for w in at.warning)
     upload(at, [("北京.txt", BEIJING.encode())])
+    # with only the stand-in, questions are answered with quotes, and the app says why
+    assert at.radio(key="answer_mode").value == "quote"
+    assert "cannot answer well" in texts(at)
     ask(at, "北京的人口是多少？")
-    # one warning at the top of the chat, one under the answer
+    assert "Quoted from the documents" in texts(at)
+    assert not stand_in.chat_model.calls  # no model call in quote mode
+    # one click lets the stand-in write: one warning at the top of the chat, one under the answer
+    at.radio(key="answer_mode").set_value("generate")
+    ask(at, "北京的人口是多少？")
+    assert stand_in.chat_model.calls
     assert sum("stand-in model is answering" in w.value for w in at.warning) >= 2
 
 
@@ -101,6 +109,8 @@ def test_model_process_killed_mid_answer_is_shown_and_the_next_question_works(kb
     settings = kb_settings.model_copy(update={"model": kb_settings.model.model_copy(update={"max_new_tokens": 48})})
     at = run(make_app(settings))
     upload(at, [("北京.txt", BEIJING.encode())])
+    at.radio(key="answer_mode").set_value("generate")  # the stand-in answers in quote mode by default
+    run(at)
     killed: list[int] = []
 
     def kill_mid_answer():
@@ -123,7 +133,10 @@ def test_model_process_killed_mid_answer_is_shown_and_the_next_question_works(kb
     streamed.clear()
     ask(at, "北京有什么名胜？")
     assert streamed and worker.pid != killed[0] and worker.restarts == 1
-    log = at.session_state["chats"][at.session_state["kb_name"]]
+    from rag.conversations import ConversationStore
+
+    store = ConversationStore.for_kb(settings.store.dir)
+    log = store.messages(at.session_state[f"conversation_{at.session_state['kb_name']}"])
     assert [m["role"] for m in log] == ["user", "assistant", "user", "assistant"]
     assert log[1].get("error") and not log[3].get("error") and log[3]["content"].strip()
     assert "北京的人口是多少？" in texts(at)  # the first turn is still on the page
@@ -278,9 +291,9 @@ def test_settings_k_and_temperature_are_used(app, monkeypatch, kb_settings, embe
     seen_k = []
     original = KnowledgeBase.stream_ask
 
-    def spy(self, question, history=None, doc_ids=None, k=None):
+    def spy(self, question, history=None, doc_ids=None, k=None, mode=None):
         seen_k.append(k)
-        yield from original(self, question, history=history, doc_ids=doc_ids, k=k)
+        yield from original(self, question, history=history, doc_ids=doc_ids, k=k, mode=mode)
 
     monkeypatch.setattr(KnowledgeBase, "stream_ask", spy)
     at.slider(key="k").set_value(3)
@@ -470,3 +483,53 @@ def test_server_binds_to_localhost_with_an_upload_cap():
     assert config["server"]["headless"] is True
     assert config["server"]["maxUploadSize"] == 100
     assert "streamlit run ui/app.py" in (REPO / "Makefile").read_text()
+
+
+# -- quote mode and stored conversations ---------------------------------------------------------------
+
+
+def test_quote_mode_answers_with_the_documents_sentences_and_marks_them(kb_settings, embedder):
+    """The default with only the stand-in: no model runs (none is even loaded here); the answer
+    is the passage's own sentences with [n], and the passage opens with them marked."""
+    at = run(make_app(kb_settings))
+    upload(at, [("北京.txt", BEIJING.encode()), ("武汉.txt", WUHAN.encode())])
+    ask(at, "北京的常住人口是多少？")
+    answer = at.chat_message[-1]
+    quoted = [m.value for m in answer.markdown if m.value.startswith("> ")]
+    assert any("常住人口约两千一百万。[**1**]" in q for q in quoted), quoted
+    marked = [m.value for m in answer.markdown if "<mark" in m.value]
+    assert marked and '<mark class="docqa-quote">北京是中华人民共和国的首都，常住人口约两千一百万。</mark>' in marked[0]
+    assert any(e.label.startswith("[1] 北京.txt") for e in answer.expander)
+    assert not at.error
+
+
+def test_conversations_survive_a_restart_and_can_be_started_anew_and_deleted(kb_settings, fake, embedder):
+    at = run(make_app(kb_settings, fake))
+    upload(at, [("北京.txt", BEIJING.encode())])
+    ask(at, "北京的人口是多少？")
+    ask(at, "北京有什么名胜？")
+    first_answer = at.chat_message[1].markdown[0].value
+
+    # a new session on the same knowledge base (a reload, a restarted or crashed server)
+    again = run(make_app(kb_settings, fake))
+    assert [m.name for m in again.chat_message] == ["user", "assistant", "user", "assistant"]
+    assert again.chat_message[0].markdown[0].value == "北京的人口是多少？"
+    assert again.chat_message[1].markdown[0].value == first_answer
+    listed = [b for b in again.button if b.key and b.key.startswith("open_conv_")]
+    assert [b.label for b in listed] == ["北京的人口是多少？ (2)"]
+
+    # a new conversation: empty chat; its first question becomes its title in the list
+    again.button(key="new_conversation").click()
+    run(again)
+    assert not again.chat_message
+    ask(again, "故宫在哪里？")
+    labels = [b.label for b in again.button if b.key and b.key.startswith("open_conv_")]
+    assert labels == ["故宫在哪里？ (1)", "北京的人口是多少？ (2)"]
+    # reopen the first one, then delete it
+    next(b for b in again.button if b.label.startswith("北京的人口")).click()
+    run(again)
+    assert [m.name for m in again.chat_message] == ["user", "assistant", "user", "assistant"]
+    again.button(key="delete_conversation").click()
+    run(again)
+    labels = [b.label for b in again.button if b.key and b.key.startswith("open_conv_")]
+    assert labels == ["故宫在哪里？ (1)"] and not again.chat_message

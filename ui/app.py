@@ -52,7 +52,6 @@ def init_state(base: Settings) -> None:
     ms = base.model
     defaults = {
         "kb_name": services.DEFAULT_KB,
-        "chats": {},
         "upload_results": {},
         "uploader_gen": 0,
         "summary": None,
@@ -133,7 +132,7 @@ with sb.expander("Manage knowledge bases"):
         if c1.button("Yes, delete", type="primary", key="confirm_delete_kb_yes"):
             name = state.kb_name
             services.delete_kb(base, name)
-            state.chats.pop(name, None)
+            state.pop(f"conversation_{name}", None)
             state["_next_kb"] = services.DEFAULT_KB
             state.confirm_delete_kb = False
             st.toast(f"Deleted knowledge base '{name}'")
@@ -213,7 +212,26 @@ def get_model():
 
 docs = kb.documents()
 doc_names = {d.doc_id: ui.doc_label(d) for d in docs}
-chat_log = state.chats.setdefault(state.kb_name, [])
+# Conversations live on disk per knowledge base; a new session (a reload, a restarted server)
+# reopens the most recent one.
+conversations = services.conversation_store(kb_dir)
+conv_key = f"conversation_{state.kb_name}"
+if conv_key not in state:
+    latest = conversations.list()
+    state[conv_key] = latest[0].id if latest else None
+if state[conv_key] and not conversations.exists(state[conv_key]):
+    state[conv_key] = None
+chat_log = conversations.messages(state[conv_key]) if state[conv_key] else []
+
+
+def remember(message: dict) -> None:
+    if state[conv_key] is None:
+        state[conv_key] = conversations.create()
+    conversations.append(state[conv_key], message)
+    chat_log.append(message)
+
+
+conversations_slot = sb.container()  # drawn last, so a conversation begun below is listed
 
 st.title("Ask your documents")
 st.caption(f"Knowledge base **{state.kb_name}** · {len(docs)} document(s) · `{kb_dir}`")
@@ -330,6 +348,20 @@ with tab_chat:
     if not docs:
         st.info("**No documents yet.** Open the **Documents** tab and drop PDF, Word, HTML, Markdown or "
                 "text files there; then ask questions here. Answers cite the passages they use [1], [2] …")
+    # Quote mode is the default while only the packaged stand-in would answer (it cannot answer
+    # Chinese questions usefully); with a real model it is one click away as the evidence.
+    stand_in = services.stand_in_answers(settings, state.get(services.MODEL_KEY))
+    if state.get("_answer_mode_for") != stand_in:
+        state.answer_mode = "quote" if stand_in else "generate"
+        state._answer_mode_for = stand_in
+    st.radio("Answer with", ["quote", "generate"], key="answer_mode", horizontal=True,
+             format_func={"quote": "Quotes from the documents", "generate": "The model's own answer"}.get)
+    if state.answer_mode == "quote" and stand_in:
+        st.caption("Only the small stand-in model is available, and it cannot answer well: answers are the "
+                   "documents' own sentences that best match the question, with their sources. Choose "
+                   "**The model's own answer** to let it write anyway, or pick a Chinese-Alpaca-2 model.")
+    elif state.answer_mode == "quote":
+        st.caption("Show me the evidence: the documents' own sentences that best match the question.")
     conversation = st.container()  # above the input, also for the turn being answered now
     for message in chat_log:
         with conversation.chat_message(message["role"]):
@@ -341,19 +373,21 @@ with tab_chat:
                              disabled=not docs, key="question")
     if question:
         history = services.history_pairs(chat_log)
-        chat_log.append({"role": "user", "content": question})
+        remember({"role": "user", "content": question})
         with conversation.chat_message("user"):
             st.markdown(question)
         with conversation.chat_message("assistant"):
-            model, error = get_model()
-            if model is None:
+            mode = state.answer_mode
+            model, error = (None, None) if mode == "quote" else get_model()
+            if model is None and mode != "quote":
                 message = {"role": "assistant", "content": f"The model could not be loaded: {error}", "error": True}
             else:
-                kb_view = services.with_model(kb, model)
+                kb_view = kb if mode == "quote" else services.with_model(kb, model)
                 final: dict = {}
 
                 def tokens():
-                    for event in kb_view.stream_ask(question, history=history, doc_ids=doc_ids, k=int(state.k)):
+                    for event in kb_view.stream_ask(question, history=history, doc_ids=doc_ids, k=int(state.k),
+                                                    mode=mode):
                         if event.get("type") == "token":
                             yield event.get("text", "")
                         elif event.get("type") == "final":
@@ -369,13 +403,11 @@ with tab_chat:
                 else:
                     answer = final.get("answer", streamed if isinstance(streamed, str) else "")
                     message = {"role": "assistant", "content": answer, "sources": final.get("sources", []),
-                               "notice": final.get("notice") or model.notice}
+                               "notice": final.get("notice") or (model.notice if model else None),
+                               "mode": final.get("mode", "generate"), "found": final.get("found", True)}
                     slot.empty()
             ui.render_answer(message)
-        chat_log.append(message)
-    if chat_log and st.button("Clear conversation", key="clear_chat"):
-        state.chats[state.kb_name] = []
-        st.rerun()
+        remember(message)
 
 
 # -- summary ----------------------------------------------------------------------------------------------
@@ -446,3 +478,24 @@ with notice_slot:
         st.warning(model.notice or "A stand-in model is answering.", icon=":material/warning:")
     elif model is None:
         st.error(f"No model: {model_error}")
+
+
+# -- sidebar: stored conversations (last: this run's new turns are in the list) ------------------
+
+with conversations_slot:
+    st.subheader("Conversations")
+    if st.button("New conversation", key="new_conversation", icon=":material/add:", disabled=not chat_log):
+        state[conv_key] = None
+        st.rerun()
+    for conv in conversations.list()[:30]:
+        current = conv.id == state[conv_key]
+        if st.button(f"{conv.title or '…'} ({conv.turns})", key=f"open_conv_{conv.id}", icon=":material/chat:",
+                     type="primary" if current else "secondary", width="stretch",
+                     help="The conversation that is open" if current else "Open this conversation"):
+            state[conv_key] = conv.id
+            st.rerun()
+    if state[conv_key] and st.button("Delete this conversation", key="delete_conversation", icon=":material/delete:"):
+        conversations.delete(state[conv_key])
+        state[conv_key] = None
+        st.toast("Conversation deleted")
+        st.rerun()

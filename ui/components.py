@@ -40,6 +40,21 @@ def highlight_citations(answer: str, sources: Sequence[dict]) -> str:
     return _CITATION.sub(lambda m: f"[**{m.group(1)}**]" if m.group(1) in known else m.group(0), answer)
 
 
+def passage_html(text: str, spans: Sequence[Sequence[int]]) -> str:
+    """The passage as safe HTML (its own markup escaped) with ``spans`` marked."""
+    import html
+
+    out, at = [], 0
+    for start, end in sorted((int(s), int(e)) for s, e in spans):
+        if start < at or end <= start:
+            continue
+        out.append(html.escape(text[at:start]))
+        out.append(f'<mark class="docqa-quote">{html.escape(text[start:end])}</mark>')
+        at = end
+    out.append(html.escape(text[at:]))
+    return "".join(out).strip().replace("\n", "<br>")
+
+
 def render_sources(sources: Sequence[dict]) -> None:
     if not sources:
         return
@@ -47,8 +62,12 @@ def render_sources(sources: Sequence[dict]) -> None:
     for src in sources:
         score = src.get("score")
         label = source_label(src) + (f" · relevance {score:.2f}" if isinstance(score, (int, float)) else "")
-        with st.expander(label):
-            st.markdown(str(src.get("text", "")).strip() or "_(empty passage)_")
+        text = str(src.get("text", ""))
+        with st.expander(label, expanded=bool(src.get("quotes"))):
+            if src.get("quotes"):  # quote mode: the quoted sentences marked inside their passage
+                st.markdown(passage_html(text, src["quotes"]), unsafe_allow_html=True)
+            else:
+                st.markdown(text.strip() or "_(empty passage)_")
             st.caption(str(src.get("source", "")))
 
 
@@ -58,11 +77,18 @@ def render_answer(message: dict) -> None:
         st.error(message["content"])
         return
     sources = message.get("sources") or []
-    st.markdown(highlight_citations(message.get("content", ""), sources))
-    if message.get("notice"):
+    if message.get("mode") == "quote" and message.get("found", True):
+        st.caption(":material/format_quote: Quoted from the documents (no model wrote this)")
+        for line in str(message.get("content", "")).split("\n\n"):
+            st.markdown("> " + highlight_citations(line, sources))
+    else:
+        st.markdown(highlight_citations(message.get("content", ""), sources))
+    if message.get("notice") and message.get("mode") != "quote":
         st.warning(message["notice"], icon=":material/warning:")
     if sources:
-        render_sources(sources)
+        # quote mode: only the passages something was quoted from are opened and marked
+        render_sources([s for s in sources if s.get("quotes")] or sources
+                       if message.get("mode") == "quote" else sources)
     else:
         st.caption("No passage of the chosen documents was relevant enough; nothing was cited.")
 

@@ -533,3 +533,17 @@ def history_pairs(messages: Sequence[dict]) -> list[tuple[str, str]]:
 def summary_markdown(title: str, text: str, strategy: str, documents: Sequence[str]) -> str:
     docs = "\n".join(f"- {d}" for d in documents) or "- (all documents)"
     return f"# {title}\n\n{text.strip()}\n\n---\n\nStrategy: {strategy}\n\nDocuments:\n{docs}\n"
+
+
+def conversation_store(kb_dir: Path | str):
+    """The knowledge base's stored conversations (rag.conversations; SQLite in its folder)."""
+    from rag.conversations import ConversationStore
+
+    return ConversationStore.for_kb(kb_dir)
+
+
+def stand_in_answers(settings: Settings, injected_model=None) -> bool:
+    """Whether the packaged stand-in model would answer, decided without loading any model."""
+    if injected_model is not None:
+        return bool(injected_model.is_stand_in)
+    return not settings.model.name.strip()
