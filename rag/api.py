@@ -33,7 +33,14 @@ from rag.qa import QAChain, merge_overlapping
 from rag.quotes import QuoteChain, quote_notice
 from rag.retrieval import Hit, HybridRetriever
 from rag.settings import Settings
-from rag.summarize import SourceText, SummaryChain, Summarizer, SummaryProgress, SummaryResult
+from rag.summarize import (
+    SourceText,
+    SummaryChain,
+    Summarizer,
+    SummaryProgress,
+    SummaryResult,
+    extractive_summary,
+)
 
 
 class KnowledgeBase:
@@ -179,6 +186,12 @@ class KnowledgeBase:
     ) -> SummaryResult:
         """Summary of the given documents (all of them when ``doc_ids`` is None)."""
         return self.summarizer().summarize(self.document_texts(doc_ids), strategy, progress)
+
+    def extractive_summary(self, doc_ids: list[str] | None = None, sentences: int | None = None):
+        """Outline and key sentences of the given documents (all when None), with no chat model
+        (rag.summarize.extractive_summary)."""
+        ids = doc_ids if doc_ids is not None else [d.doc_id for d in self.store.documents()]
+        return extractive_summary([self.store.document_chunks(i) for i in ids], self.embedder, sentences)
 
     def summary_chain(self, strategy: str = "auto") -> Runnable:
         """Runnable: ``{"doc_ids": [...] | None}``, a text or a list of texts → ``SummaryResult`` dict."""

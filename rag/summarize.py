@@ -334,3 +334,91 @@ class SummaryChain(Runnable[Any, dict]):
 
 
 __all__ = ["Summarizer", "SummaryChain", "SummaryProgress", "SummaryResult", "SourceText", "STRATEGIES"]
+
+
+# -- extractive: no model ---------------------------------------------------------------------------
+
+EXTRACTIVE_NOTICE = ("Extractive summary: the outline and the most central sentences, taken from the "
+                     "documents as written; no model wrote it.")
+MAX_EXTRACTIVE_CANDIDATES = 400
+"""Sentences embedded at most (evenly spread over the documents): bounds the time on long ones."""
+
+
+@dataclass
+class KeySentence:
+    text: str
+    file_name: str
+    page: int | None
+    doc_id: str
+    position: int
+    score: float
+
+
+@dataclass
+class ExtractiveSummary:
+    """A document's outline and key sentences (centrality over sentence embeddings), in
+    reading order, each with where it is."""
+
+    outline: list[tuple[str, str, int | None]]
+    """(file name, heading, page) in reading order."""
+    sentences: list[KeySentence]
+    notice: str = EXTRACTIVE_NOTICE
+
+    def to_markdown(self, title: str = "Summary") -> str:
+        lines = [f"# {title}", "", f"_{self.notice}_", ""]
+        if self.outline:
+            lines += ["## Outline", ""]
+            lines += [f"- {heading}" + (f" (p. {page})" if page else "") for _, heading, page in self.outline]
+            lines.append("")
+        lines += ["## Key sentences", ""]
+        for s in self.sentences:
+            where = s.file_name + (f", p. {s.page}" if s.page else "")
+            lines.append(f"- {s.text} ({where})")
+        return "\n".join(lines) + "\n"
+
+
+def extractive_summary(chunks_by_doc: Sequence[Sequence[Any]], embedder: Any, sentences: int | None = None,
+                       ) -> ExtractiveSummary:
+    """Outline and key sentences of documents given as their stored chunks (``ChunkRecord``s, in
+    order). A sentence's centrality is its mean cosine similarity to every other candidate; the
+    best are taken greedily, skipping near-repeats (cosine > 0.95 to one already taken), and
+    returned in reading order. ``sentences``: how many (default: 3 to 10, growing with length)."""
+    import numpy as np
+
+    from ingest.splitter import sentence_spans
+
+    outline: list[tuple[str, str, int | None]] = []
+    candidates: list[KeySentence] = []
+    seen: set[str] = set()
+    for chunks in chunks_by_doc:
+        last_heading = None
+        for chunk in chunks:
+            heading = (chunk.heading or "").strip()
+            if heading and heading != last_heading and heading != (chunk.title or "").strip():
+                outline.append((chunk.file_name, heading, chunk.page))
+            last_heading = heading or last_heading
+            for start, end in sentence_spans(chunk.text):
+                text = chunk.text[start:end].strip()
+                if not 8 <= len(text) <= 300 or text in seen or text.lstrip().startswith("#"):
+                    continue  # overlaps repeat sentences; headings are in the outline
+                seen.add(text)
+                candidates.append(KeySentence(text, chunk.file_name, chunk.page, chunk.doc_id, len(candidates), 0.0))
+    if not candidates:
+        return ExtractiveSummary(outline, [])
+    if len(candidates) > MAX_EXTRACTIVE_CANDIDATES:
+        step = len(candidates) / MAX_EXTRACTIVE_CANDIDATES
+        candidates = [candidates[int(i * step)] for i in range(MAX_EXTRACTIVE_CANDIDATES)]
+    count = sentences or min(10, max(3, len(candidates) // 12))
+    vectors = np.asarray(embedder.encode_passages([c.text for c in candidates]), dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
+    similarity = vectors @ vectors.T
+    centrality = (similarity.sum(axis=1) - 1.0) / max(len(candidates) - 1, 1)
+    chosen: list[int] = []
+    for i in np.argsort(-centrality):
+        if len(chosen) >= count:
+            break
+        if all(similarity[i, j] <= 0.95 for j in chosen):
+            chosen.append(int(i))
+    for i in chosen:
+        candidates[i].score = round(float(centrality[i]), 4)
+    return ExtractiveSummary(outline, [candidates[i] for i in sorted(chosen)])

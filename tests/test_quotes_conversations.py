@@ -171,3 +171,23 @@ def test_two_processes_append_to_one_conversation(tmp_path):
     for w in (1, 2):  # each writer's messages in its own order
         mine = [c for c in contents if c.startswith(f"{w}-")]
         assert mine == [f"{w}-{i}" for i in range(50)]
+
+
+def test_extractive_summary_outline_and_central_sentences_in_reading_order(tmp_path):
+    doc = (
+        "# 城市交通报告\n\n## 地铁\n\n"
+        "本市地铁网络在过去十年迅速扩张。地铁线路总长度达到八百公里。地铁每天运送乘客一千万人次。"
+        "地铁网络在过去十年迅速扩张。\n\n## 公交\n\n"
+        "公交线路覆盖了全部城区。公交车队全部换成了电动车。\n\n## 天气\n\n"
+        "今天下午有小雨。"
+    )
+    kb = make_kb(tmp_path, docs={"交通.md": doc}, model=fake_loaded_model())
+    summary = kb.extractive_summary(sentences=3)
+    assert [h for _, h, _ in summary.outline] == ["地铁", "公交", "天气"]
+    texts = [s.text for s in summary.sentences]
+    assert len(texts) == 3 and all(t in doc for t in texts)
+    assert [doc.index(t) for t in texts] == sorted(doc.index(t) for t in texts)  # reading order
+    assert "今天下午有小雨。" not in texts  # the off-topic sentence is the least central
+    assert not {"本市地铁网络在过去十年迅速扩张。", "地铁网络在过去十年迅速扩张。"} <= set(texts)  # no near-repeat
+    markdown = summary.to_markdown("交通")
+    assert markdown.startswith("# 交通") and "## Outline" in markdown and "(交通.md)" in markdown

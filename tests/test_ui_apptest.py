@@ -533,3 +533,24 @@ def test_conversations_survive_a_restart_and_can_be_started_anew_and_deleted(kb_
     run(again)
     labels = [b.label for b in again.button if b.key and b.key.startswith("open_conv_")]
     assert labels == ["故宫在哪里？ (1)"] and not again.chat_message
+
+
+def test_extractive_summary_without_a_model(kb_settings, embedder, monkeypatch):
+    """With only the stand-in the Summary tab gives the outline and key sentences, labelled as
+    taken from the documents, with pages, and no model call."""
+    from rag.summarize import Summarizer
+
+    monkeypatch.setattr(Summarizer, "summarize", lambda *a, **k: pytest.fail("a model summary was asked for"))
+    at = run(make_app(kb_settings))
+    doc = "# 城市简介\n\n## 北京\n\n" + BEIJING + "\n\n## 武汉\n\n" + WUHAN
+    upload(at, [("城市.md", doc.encode())])
+    assert at.radio(key="summary_mode").value == "extractive"
+    at.button(key="summarize").click()
+    run(at)
+    page = texts(at)
+    assert "no model wrote it" in page
+    assert "**Outline**\n\n- 北京\n- 武汉" in page
+    key = next(m.value for m in at.markdown if m.value.startswith("**Key sentences**"))
+    sentences = [line[2:] for line in key.splitlines()[2:]]
+    assert 3 <= len(sentences) and all(s.endswith("_(城市.md)_") for s in sentences)
+    assert all(s.split(" _(")[0] in doc for s in sentences)  # the documents' own sentences

@@ -415,8 +415,29 @@ with tab_chat:
 with tab_summary:
     scope = ", ".join(doc_names[i] for i in chosen_ids) if chosen_ids else "all documents"
     st.caption(f"Summarises: {scope} (choose above).")
-    strategy = st.selectbox("Strategy", list(STRATEGIES), format_func=STRATEGIES.get, key="strategy")
-    if st.button("Summarize", disabled=not docs, key="summarize", type="primary"):
+    stand_in = services.stand_in_answers(settings, state.get(services.MODEL_KEY))
+    if state.get("_summary_mode_for") != stand_in:  # extractive while only the stand-in would write
+        state.summary_mode = "extractive" if stand_in else "generate"
+        state._summary_mode_for = stand_in
+    st.radio("Summary", ["extractive", "generate"], key="summary_mode", horizontal=True,
+             format_func={"extractive": "Outline and key sentences (no model)",
+                          "generate": "Written by the model"}.get)
+    extractive = state.summary_mode == "extractive"
+    strategy = st.selectbox("Strategy", list(STRATEGIES), format_func=STRATEGIES.get, key="strategy",
+                            disabled=extractive)
+    if extractive and st.button("Summarize", disabled=not docs, key="summarize", type="primary"):
+        with st.spinner("Finding the outline and the most central sentences…"):
+            try:
+                result = kb.extractive_summary(doc_ids)
+            except Exception as exc:
+                st.error(f"{type(exc).__name__}: {exc}")
+            else:
+                names = [doc_names[i] for i in chosen_ids] if chosen_ids else list(doc_names.values())
+                state.summary = {"kb": state.kb_name, "extractive": True, "documents": names,
+                                 "markdown": result.to_markdown(), "notice": result.notice,
+                                 "outline": [(h, p) for _, h, p in result.outline],
+                                 "sentences": [(s.text, s.file_name, s.page) for s in result.sentences]}
+    elif not extractive and st.button("Summarize", disabled=not docs, key="summarize", type="primary"):
         model, error = get_model()
         if model is None:
             st.error(f"The model could not be loaded: {error}")
@@ -448,7 +469,18 @@ with tab_summary:
                         "notice": getattr(result, "notice", None) or model.notice,
                     }
     summary = state.summary
-    if summary and summary["kb"] == state.kb_name:
+    if summary and summary["kb"] == state.kb_name and summary.get("extractive"):
+        with st.container(border=True):
+            st.markdown(f"**Outline and key sentences** · {len(summary['documents'])} document(s)")
+            st.caption(summary["notice"])
+            if summary["outline"]:
+                st.markdown("**Outline**\n\n" + "\n".join(
+                    f"- {h}" + (f" (p. {p})" if p else "") for h, p in summary["outline"]))
+            st.markdown("**Key sentences**\n\n" + "\n".join(
+                f"- {t} _({f}{f', p. {p}' if p else ''})_" for t, f, p in summary["sentences"]))
+            st.download_button("Download as Markdown", summary["markdown"], file_name="summary.md",
+                               mime="text/markdown", key="download_summary", icon=":material/download:")
+    elif summary and summary["kb"] == state.kb_name:
         with st.container(border=True):
             st.markdown(f"**Summary** · strategy `{summary['strategy']}` · {summary['steps']} model call(s) · "
                         f"{len(summary['documents'])} document(s)")
