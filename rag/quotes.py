@@ -12,12 +12,16 @@ followed by its ``[n]`` citation::
     result["answer"]        # "北京常住人口约两千一百万。[1]"
     result["sources"][0]["quotes"]   # [[start, end]] of the quoted sentences in that passage's text
 
-A sentence's score: ``DENSE_WEIGHT`` × the cosine of question and sentence (the embedder's
-query and passage vectors, rescaled by the embedder's cosine floor to 0..1) plus
-``LEXICAL_WEIGHT`` × the share of the question's informative words (``query_tokens``) found in
-the sentence, each word weighted by its length in characters (a two-character word says more than
-one character), plus ``RANK_WEIGHT`` × the passage's own 0..1 relevance. The weights were chosen
-on the dev half of a CMRC 2018 subset and reported on the other half (docs/benchmarks.md).
+A sentence's score is the mean of three parts, each 0..1: the cosine of question and sentence
+(the embedder's query and passage vectors, rescaled by the embedder's cosine floor), the
+passage's own retrieval relevance, and how much of the question the sentence shares — the
+question's character bigrams (Chinese) and words (other scripts), each weighted by how few of the
+candidate sentences contain it (``log(1 + N / df)``), so the topic everyone repeats counts little
+and the words that single out one sentence count much. Question words (什么, 哪里, what, …) are
+left out. Bigrams rather than jieba words: the answer sentence often segments differently from
+the question. These parts and equal weights were chosen on the dev half of a CMRC 2018 subset
+(word-share and length-weighted variants scored lower there) and are reported on the other half
+in docs/benchmarks.md (``bench/quotes.py``).
 
 The result has the same keys as :class:`rag.qa.QAChain`'s, plus ``mode: "quote"``; ``stream``
 yields the same events.
@@ -25,20 +29,22 @@ yields the same events.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 from langchain_core.runnables import Runnable, RunnableConfig
 
-from ingest.lexical import query_tokens, search_tokens
+from ingest.lexical import QUERY_STOPWORDS, to_simplified
 from ingest.splitter import sentence_spans
 from rag.language import detect_language
 from rag.retrieval import Hit, cosine_floor, no_passage_message
 
-DENSE_WEIGHT = 0.45
-LEXICAL_WEIGHT = 0.45
-RANK_WEIGHT = 0.10
+DENSE_WEIGHT = 1 / 3
+RANK_WEIGHT = 1 / 3
+OVERLAP_WEIGHT = 1 / 3
 MIN_SENTENCE_CHARS = 4
 MAX_SENTENCE_CHARS = 400
 """Longer "sentences" (tables, unpunctuated runs) are cut to this for scoring and quoting."""
@@ -64,14 +70,44 @@ def passage_sentences(n: int, text: str) -> list[Sentence]:
     return out
 
 
-def lexical_share(question_words: Sequence[str], sentence: str) -> float:
-    """Share of the question's words (weighted by length) found among the sentence's words."""
-    if not question_words:
-        return 0.0
-    words = set(search_tokens(sentence))
-    total = sum(len(w) for w in question_words)
-    found = sum(len(w) for w in question_words if w in words)
-    return found / total if total else 0.0
+_QUESTION_CHARS = frozenset("什么哪里谁多少怎么如何为是的了吗呢个些几")
+_CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+_WORD_RUN = re.compile(r"[^\W_]+")
+
+
+def overlap_units(text: str) -> set[str]:
+    """Character bigrams of Chinese runs (a lone character as itself) and lower-cased words of
+    other scripts, in Simplified script."""
+    text = to_simplified(text)
+    units: set[str] = set()
+    for run in _CJK_RUN.findall(text):
+        units.update(run[i:i + 2] for i in range(len(run) - 1)) if len(run) > 1 else units.add(run)
+    for word in _WORD_RUN.findall(_CJK_RUN.sub(" ", text)):
+        units.add(word.lower())
+    return units
+
+
+def question_units(question: str) -> set[str]:
+    return {u for u in overlap_units(question)
+            if not (set(u) & _QUESTION_CHARS and len(u) <= 2 and _CJK_RUN.fullmatch(u))
+            and u not in QUERY_STOPWORDS}
+
+
+def overlap_shares(question: str, texts: Sequence[str]) -> list[float]:
+    """For each text, the share of the question's units it holds, each unit weighted by
+    ``log(1 + N / df)`` over these ``N`` texts (see the module docstring)."""
+    wanted = question_units(question)
+    sets = [overlap_units(t) & wanted for t in texts]
+    df: dict[str, int] = {}
+    for units in sets:
+        for u in units:
+            df[u] = df.get(u, 0) + 1
+    if not df:
+        return [0.0] * len(texts)
+    n = len(texts)
+    weight = {u: math.log(1 + n / d) for u, d in df.items()}
+    total = sum(weight.values())
+    return [sum(weight[u] for u in units) / total for units in sets]
 
 
 def score_sentences(question: str, sentences: list[Sentence], passage_scores: dict[int, float],
@@ -84,10 +120,9 @@ def score_sentences(question: str, sentences: list[Sentence], passage_scores: di
     cosines = vectors @ query / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(query) + 1e-12)
     floor = cosine_floor(getattr(embedder, "name", ""))
     dense = np.clip((cosines - floor) / max(1.0 - floor, 1e-6), 0.0, 1.0)
-    words = list(dict.fromkeys(query_tokens(question)))
-    for s, d in zip(sentences, dense):
-        s.score = (DENSE_WEIGHT * float(d) + LEXICAL_WEIGHT * lexical_share(words, s.text)
-                   + RANK_WEIGHT * passage_scores.get(s.n, 0.0))
+    overlap = overlap_shares(question, [s.text for s in sentences])
+    for s, d, o in zip(sentences, dense, overlap):
+        s.score = DENSE_WEIGHT * float(d) + OVERLAP_WEIGHT * o + RANK_WEIGHT * passage_scores.get(s.n, 0.0)
 
 
 def choose(sentences: list[Sentence], count: int) -> list[Sentence]:
