@@ -51,60 +51,83 @@ def chromium_path() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+class StreamlitServer:
+    """`streamlit run ui/app.py` on 127.0.0.1 and a free port over one knowledge base folder;
+    ``restart()`` stops it and starts a new server process on the same port and folder."""
+
+    def __init__(self, tmp_path: Path):
+        self.tmp_path = tmp_path
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = tmp_path / "streamlit.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DOCQA_")}
+        env.update(
+            DOCQA_STORE__DIR=str(self.tmp_path / "kb"),
+            DOCQA_MODEL__MAX_NEW_TOKENS="48",
+            DOCQA_MODEL__TEMPERATURE="0",  # greedy: the same answer on every run
+            HF_HUB_OFFLINE="1",
+            TRANSFORMERS_OFFLINE="1",
+            ANONYMIZED_TELEMETRY="False",
+            PYTHONUNBUFFERED="1",
+        )
+        log = open(self.log_path, "a")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "ui/app.py",
+             "--server.address", "127.0.0.1", "--server.port", str(self.port), "--server.headless", "true",
+             "--browser.gatherUsageStats", "false"],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.time() > deadline:
+                self.proc.kill()
+                pytest.fail(f"streamlit did not start:\n{self.log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
 @pytest.fixture
 def streamlit_server(tmp_path):
-    """`streamlit run ui/app.py` on 127.0.0.1 and a free port, with a fresh knowledge base."""
+    """A running StreamlitServer with a fresh knowledge base."""
     pytest.importorskip("llama_cpp", reason="the stand-in model needs llama-cpp-python")
     if chromium_path() is None:
         pytest.skip("no Chromium found (/usr/bin/chromium, chromium on PATH or DOCQA_TEST_CHROMIUM); "
                     "Playwright cannot download its own browser here, so the browser test cannot run")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCQA_")}
-    env.update(
-        DOCQA_STORE__DIR=str(tmp_path / "kb"),
-        DOCQA_MODEL__MAX_NEW_TOKENS="48",
-        DOCQA_MODEL__TEMPERATURE="0",  # greedy: the same answer on every run
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        ANONYMIZED_TELEMETRY="False",
-        PYTHONUNBUFFERED="1",
-    )
-    log_path = tmp_path / "streamlit.log"
-    log = open(log_path, "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "ui/app.py",
-         "--server.address", "127.0.0.1", "--server.port", str(port), "--server.headless", "true",
-         "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
-                if resp.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"streamlit did not start:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.5)
-    yield url, tmp_path, log_path
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-    log.close()
+    server = StreamlitServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
 
 
 def test_upload_ask_and_see_cited_source_in_a_real_browser(streamlit_server, tmp_path):
     executable = chromium_path()
     assert executable is not None  # the fixture skipped otherwise
     sync_api = pytest.importorskip("playwright.sync_api")
-    url, _, log_path = streamlit_server
+    server = streamlit_server
+    url, log_path = server.url, server.log_path
     pdf = make_chinese_pdf(tmp_path / "北京介绍.pdf", [PAGE_1, PAGE_2], title="北京介绍")
     OUT.mkdir(parents=True, exist_ok=True)
     shots: list[Path] = []
@@ -115,7 +138,9 @@ def test_upload_ask_and_see_cited_source_in_a_real_browser(streamlit_server, tmp
         shots.append(path)
         print(f"screenshot: {path}")
 
-    citing = CitingServer("根据资料，北京的常住人口约两千一百万[1]。")
+    # a model that cites, and also echoes prompt markup and writes HTML, as weak models do
+    citing = CitingServer('<source id="1" file="北京介绍.pdf">根据资料，北京的常住人口约两千一百万[1]。</source>'
+                          '<img src="https://example.com/x.png"> [/INST]</s>')
     with citing as citing_url, sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
         try:
@@ -151,23 +176,30 @@ def test_upload_ask_and_see_cited_source_in_a_real_browser(streamlit_server, tmp
                 # the best passage is cited first, with the page it is on (p. 2 holds the figure)
                 label = source.inner_text().split("\n")[-1]
                 assert re.fullmatch(r"\[1\] 北京介绍\.pdf · p\. 2 · relevance 0\.\d\d", label), label
-                answer = assistant.inner_text()
-                assert answer.strip(), "empty answer"
-                source.click()
-                page.get_by_text("两千一百万").first.wait_for()
+                # quote mode (only the stand-in is there): the documents' sentence with its [1], and
+                # the sentence marked inside the opened passage; no model generated anything
+                assistant.get_by_text("Quoted from the documents").wait_for()
+                answer = assistant.inner_text().split("Sources")[0]
+                assert re.search(r"常住人口约两千一百万。\[1\]", answer), answer
+                mark = assistant.locator("mark.docqa-quote").first
+                mark.wait_for()
+                assert "两千一百万" in mark.inner_text()
                 assert failed.count() == 0, failed.first.inner_text()
                 shot(page, "3-answer.png")
 
-                # a summary of the document, with the strategy shown and a Markdown download
+                # a summary without a model: outline and key sentences, with a Markdown download
                 page.get_by_role("tab", name="Summary").click()
                 page.get_by_role("button", name="Summarize").click()
-                page.get_by_text("Summary ready — strategy").first.wait_for()
+                page.get_by_text("Outline and key sentences ·").first.wait_for()
+                page.get_by_text("no model wrote it", exact=False).first.wait_for()
+                page.locator("li:visible", has_text="两千一百万").first.wait_for()  # a key sentence, with its page
+                assert "(北京介绍.pdf, p. 2)" in page.locator("li:visible", has_text="两千一百万").first.inner_text()
                 page.get_by_role("button", name="Download as Markdown").wait_for()
                 assert failed.count() == 0, failed.first.inner_text()
                 shot(page, "4-summary.png")
 
                 # the model picker offers the registry, a local path and a server URL
-                page.get_by_text("Choose the model").click()
+                page.get_by_test_id("stSidebarUserContent").get_by_text("Choose the model").click()
                 page.get_by_text("Chinese-Alpaca-2 variant").first.wait_for()
                 page.get_by_text("Server URL (OpenAI-compatible)").first.wait_for()
                 shot(page, "5-model-picker.png")
@@ -186,11 +218,25 @@ def test_upload_ask_and_see_cited_source_in_a_real_browser(streamlit_server, tmp
                 cited.wait_for()
                 answer_text = turn.inner_text().split("Sources")[0]
                 assert "两千一百万[1]。" in answer_text and "*" not in answer_text, answer_text  # no raw markup
+                for raw in ("<source", "source>", "<img", "example.com", "[/INST]", "</s>"):
+                    assert raw not in answer_text, answer_text
                 assert re.fullmatch(r"\[1\] 北京介绍\.pdf · p\. 2 · relevance 0\.\d\d",
                                     cited.inner_text().split("\n")[-1]), cited.inner_text()
                 assert citing.requests and "两千一百万" in json.dumps(citing.requests[-1], ensure_ascii=False)
                 assert failed.count() == 0, failed.first.inner_text()
                 shot(page, "6-cited-answer.png")
+
+                # the server restarts (or crashed): the conversation is still there on reload
+                server.restart()
+                page.goto(url, wait_until="domcontentloaded")
+                messages = page.locator('[data-testid="stChatMessage"]')
+                messages.nth(3).wait_for()
+                assert messages.count() == 4
+                assert "北京的常住人口是多少？" in messages.nth(0).inner_text()
+                assert "两千一百万[1]。" in messages.nth(3).inner_text()
+                page.get_by_text("北京的常住人口是多少？ (2)").first.wait_for()  # listed in the sidebar
+                assert failed.count() == 0, failed.first.inner_text()
+                shot(page, "7-after-restart.png")
             except Exception:
                 try:
                     shot(page, "failure.png")

@@ -505,8 +505,9 @@ with model_info:
         st.markdown(f"**{model.name}**  \n{model.backend} · context window **{model.context_window:,}** tokens")
         if model.is_stand_in:
             st.caption("Stand-in model (no model configured).")
-with notice_slot:
-    if model is not None and (model.is_stand_in or model.notice):
+with notice_slot:  # in quote mode the stand-in writes nothing: the caption above says why
+    quoting_for_stand_in = model is not None and model.is_stand_in and state.answer_mode == "quote"
+    if model is not None and (model.is_stand_in or model.notice) and not quoting_for_stand_in:
         st.warning(model.notice or "A stand-in model is answering.", icon=":material/warning:")
     elif model is None:
         st.error(f"No model: {model_error}")
