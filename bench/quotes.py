@@ -10,7 +10,7 @@ inside the text of the N quoted sentences (joined in document order, as they are
 five retrieved chunks (what quoting could reach at best).
 
 Dev/test: passages with an even index are the dev half (the scoring weights were chosen there,
-with ``--grid``), odd ones the test half (only reported). The last line printed is JSON.
+with ``--passages 300 --grid``), odd ones the test half (only reported). The last line printed is JSON.
 Data: CMRC 2018 (Cui et al., 2019), CC BY-SA 4.0, from ../shared/data/cmrc2018/.
 """
 
@@ -36,6 +36,7 @@ from retrieval import build_kb, load_cmrc, query_vectors  # noqa: E402
 
 def main() -> int:
     from rag import quotes
+    from rag.retrieval import cosine_floor
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--passages", type=int, default=150)
@@ -77,6 +78,7 @@ def main() -> int:
             return np.stack([self.cache[t] for t in texts])
 
     cached = CachedEmbedder()
+    floor = cosine_floor(embedder.name)
     started = time.time()
     records = []  # (passage index, gold answers, question, sentences, passage scores)
     for (qid, text, p), qvec in zip(questions, vectors):
@@ -96,23 +98,24 @@ def main() -> int:
         for _, gold, text, qvec, sentences, passage_scores, _ in subset:
             cached.query = qvec
             quotes.score_sentences(text, sentences, passage_scores, cached)  # the product's scoring
-            quoted = "".join(s.text for s in quotes.choose(sentences, n_sentences))
+            quoted = "".join(s.text for s in quotes.choose(sentences, n_sentences, floor))
             ok += any(g in quoted for g in gold)
         return ok / max(len(subset), 1)
 
     dev = [r for r in records if r[0] % 2 == 0]
     test = [r for r in records if r[0] % 2 == 1]
-    used = (quotes.DENSE_WEIGHT, quotes.OVERLAP_WEIGHT, quotes.RANK_WEIGHT)
-    result: dict = {"passages": args.passages, "k": args.k, "weights_dense_overlap_rank": used,
+    used = (quotes.DENSE_WEIGHT, quotes.OVERLAP_WEIGHT, quotes.RANK_WEIGHT, quotes.REDUNDANCY_WEIGHT)
+    result: dict = {"passages": args.passages, "k": args.k, "weights_dense_overlap_rank_redundancy": used,
                     "questions": {"dev": len(dev), "test": len(test)}}
     if args.grid:
         grid = {}
-        for wd, wr in itertools.product((0.2, 1 / 3, 0.45, 0.6), (0.0, 0.1, 0.2, 1 / 3)):
+        for wd, wr, lam in itertools.product((0.2, 1 / 3, 0.45), (0.2, 1 / 3, 0.45), (0.0, 0.3, 0.6)):
             if wd + wr >= 1:
                 continue
             quotes.DENSE_WEIGHT, quotes.RANK_WEIGHT, quotes.OVERLAP_WEIGHT = wd, wr, 1 - wd - wr
-            grid[f"{wd:.2f}/{1 - wd - wr:.2f}/{wr:.2f}"] = round(rate(dev, 2), 4)
-        quotes.DENSE_WEIGHT, quotes.OVERLAP_WEIGHT, quotes.RANK_WEIGHT = used
+            quotes.REDUNDANCY_WEIGHT = lam
+            grid[f"{wd:.2f}/{1 - wd - wr:.2f}/{wr:.2f} redundancy {lam}"] = round(rate(dev, 2), 4)
+        quotes.DENSE_WEIGHT, quotes.OVERLAP_WEIGHT, quotes.RANK_WEIGHT, quotes.REDUNDANCY_WEIGHT = used
         for key, value in sorted(grid.items(), key=lambda kv: -kv[1])[:8]:
             print(f"dev, 2 sentences, weights dense/overlap/rank {key}: {value:.3f}")
         result["grid_dev_2"] = grid

@@ -12,16 +12,17 @@ followed by its ``[n]`` citation::
     result["answer"]        # "北京常住人口约两千一百万。[1]"
     result["sources"][0]["quotes"]   # [[start, end]] of the quoted sentences in that passage's text
 
-A sentence's score is the mean of three parts, each 0..1: the cosine of question and sentence
-(the embedder's query and passage vectors, rescaled by the embedder's cosine floor), the
-passage's own retrieval relevance, and how much of the question the sentence shares — the
-question's character bigrams (Chinese) and words (other scripts), each weighted by how few of the
-candidate sentences contain it (``log(1 + N / df)``), so the topic everyone repeats counts little
-and the words that single out one sentence count much. Question words (什么, 哪里, what, …) are
-left out. Bigrams rather than jieba words: the answer sentence often segments differently from
-the question. These parts and equal weights were chosen on the dev half of a CMRC 2018 subset
-(word-share and length-weighted variants scored lower there) and are reported on the other half
-in docs/benchmarks.md (``bench/quotes.py``).
+A sentence's score weighs three parts, each 0..1: the cosine of question and sentence (the
+embedder's query and passage vectors, rescaled by the embedder's cosine floor), the passage's
+own retrieval relevance, and how much of the question the sentence shares — the question's
+character bigrams (Chinese) and words (other scripts), each weighted by how few of the candidate
+sentences contain it (``log(1 + N / df)``), so the topic every sentence repeats counts little.
+Question words (什么, 哪里, what, …) are left out; bigrams rather than jieba words because the
+answer sentence often segments differently from the question. Picking, each later sentence
+gives way to one that does not repeat those already picked (:func:`choose`). The weights
+(0.45 / 0.45 / 0.10) and the redundancy weight (0.6) were chosen on the dev half of 300 CMRC 2018
+passages (even-numbered passages) and are reported on the odd half in docs/benchmarks.md
+(``bench/quotes.py --passages 300 --grid``).
 
 The result has the same keys as :class:`rag.qa.QAChain`'s, plus ``mode: "quote"``; ``stream``
 yields the same events.
@@ -42,9 +43,10 @@ from ingest.splitter import sentence_spans
 from rag.language import detect_language
 from rag.retrieval import Hit, cosine_floor, no_passage_message
 
-DENSE_WEIGHT = 1 / 3
-RANK_WEIGHT = 1 / 3
-OVERLAP_WEIGHT = 1 / 3
+DENSE_WEIGHT = 0.45
+RANK_WEIGHT = 0.45
+OVERLAP_WEIGHT = 0.10
+REDUNDANCY_WEIGHT = 0.6
 MIN_SENTENCE_CHARS = 4
 MAX_SENTENCE_CHARS = 400
 """Longer "sentences" (tables, unpunctuated runs) are cut to this for scoring and quoting."""
@@ -58,6 +60,8 @@ class Sentence:
     end: int
     text: str
     score: float = 0.0
+    vector: Any = None
+    """Its unit-length embedding, once scored."""
 
 
 def passage_sentences(n: int, text: str) -> list[Sentence]:
@@ -121,14 +125,32 @@ def score_sentences(question: str, sentences: list[Sentence], passage_scores: di
     floor = cosine_floor(getattr(embedder, "name", ""))
     dense = np.clip((cosines - floor) / max(1.0 - floor, 1e-6), 0.0, 1.0)
     overlap = overlap_shares(question, [s.text for s in sentences])
-    for s, d, o in zip(sentences, dense, overlap):
+    unit = vectors / (np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12)
+    for s, d, o, v in zip(sentences, dense, overlap, unit):
         s.score = DENSE_WEIGHT * float(d) + OVERLAP_WEIGHT * o + RANK_WEIGHT * passage_scores.get(s.n, 0.0)
+        s.vector = v
 
 
-def choose(sentences: list[Sentence], count: int) -> list[Sentence]:
-    """The ``count`` best sentences, in document order (passage number, then position)."""
-    best = sorted(sentences, key=lambda s: -s.score)[:count]
-    return sorted(best, key=lambda s: (s.n, s.start))
+def choose(sentences: list[Sentence], count: int, floor: float = 0.0) -> list[Sentence]:
+    """The ``count`` best sentences, in document order (passage number, then position).
+
+    After the first, each pick is the best score minus ``REDUNDANCY_WEIGHT`` × its (floor-rescaled)
+    cosine to the closest sentence already picked: a second sentence that only repeats the first
+    (two introductions of the same topic) makes way for one that adds something.
+    """
+    picked: list[Sentence] = []
+    left = list(sentences)
+    while left and len(picked) < count:
+        def value(s: Sentence) -> float:
+            if not picked or s.vector is None:
+                return s.score
+            closest = max(float(s.vector @ p.vector) for p in picked if p.vector is not None)
+            return s.score - REDUNDANCY_WEIGHT * min(max((closest - floor) / max(1 - floor, 1e-6), 0.0), 1.0)
+
+        best = max(left, key=value)
+        picked.append(best)
+        left.remove(best)
+    return sorted(picked, key=lambda s: (s.n, s.start))
 
 
 def quote_notice() -> str:
@@ -185,7 +207,7 @@ class QuoteChain(Runnable[Any, dict]):
             return
         sentences = [s for n, hit in enumerate(hits, 1) for s in passage_sentences(n, hit.text)]
         score_sentences(question, sentences, {n: float(h.score) for n, h in enumerate(hits, 1)}, self.embedder)
-        quotes = choose(sentences, self.sentences)
+        quotes = choose(sentences, self.sentences, cosine_floor(getattr(self.embedder, "name", "")))
         answer = quote_answer(quotes)
         yield {"type": "token", "text": answer}
         sources = []
