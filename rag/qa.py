@@ -150,7 +150,50 @@ def system_prompt_text(value: str | None) -> str:
     return resolve_system_prompt(value)
 
 
-class QAChain(Runnable[Any, dict]):
+class EventChain(Runnable[Any, dict]):
+    """A Runnable whose ``stream`` yields ``{"type": "token", "text"}`` events and then one
+    ``{"type": "final", ...}``; ``invoke`` returns the final event's fields, ``astream`` and
+    ``ainvoke`` do the same from async code. Subclasses write ``stream``."""
+
+    @property
+    def InputType(self) -> type:  # noqa: N802 - LangChain's name
+        return dict
+
+    @property
+    def OutputType(self) -> type:  # noqa: N802
+        return dict
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> dict:
+        final: dict | None = None
+        for event in self.stream(input, config, **kwargs):
+            if event["type"] == "final":
+                final = {k: v for k, v in event.items() if k != "type"}
+        assert final is not None
+        return final
+
+    async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any):
+        """The same events as :meth:`stream`; the work runs in a worker thread."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        events = self.stream(input, config, **kwargs)
+        done = object()
+        while True:
+            event = await loop.run_in_executor(None, next, events, done)
+            if event is done:
+                return
+            yield event
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> dict:
+        final: dict | None = None
+        async for event in self.astream(input, config, **kwargs):
+            if event["type"] == "final":
+                final = {k: v for k, v in event.items() if k != "type"}
+        assert final is not None
+        return final
+
+
+class QAChain(EventChain):
     """Question (+ history) → answer with numbered, cited sources. See the module docstring."""
 
     def __init__(
@@ -189,22 +232,6 @@ class QAChain(Runnable[Any, dict]):
 
     # -- Runnable ---------------------------------------------------------------------------------
 
-    @property
-    def InputType(self) -> type:  # noqa: N802 - LangChain's name
-        return dict
-
-    @property
-    def OutputType(self) -> type:  # noqa: N802
-        return dict
-
-    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> dict:
-        final: dict | None = None
-        for event in self.stream(input, config, **kwargs):
-            if event["type"] == "final":
-                final = {k: v for k, v in event.items() if k != "type"}
-        assert final is not None
-        return final
-
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[dict]:
         packed: Packed | dict = self.prepare.invoke(input, config)
         if isinstance(packed, dict):  # nothing relevant was found: fixed answer, no model call
@@ -225,27 +252,6 @@ class QAChain(Runnable[Any, dict]):
         if tail:
             yield {"type": "token", "text": tail}
         yield {"type": "final", **self._result(packed, clean_generated("".join(pieces), echoes))}
-
-    async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any):
-        """The same events as :meth:`stream`; the work runs in a worker thread."""
-        import asyncio
-
-        loop = asyncio.get_running_loop()
-        events = self.stream(input, config, **kwargs)
-        done = object()
-        while True:
-            event = await loop.run_in_executor(None, next, events, done)
-            if event is done:
-                return
-            yield event
-
-    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> dict:
-        final: dict | None = None
-        async for event in self.astream(input, config, **kwargs):
-            if event["type"] == "final":
-                final = {k: v for k, v in event.items() if k != "type"}
-        assert final is not None
-        return final
 
     # -- steps ------------------------------------------------------------------------------------
 
@@ -482,4 +488,4 @@ def make_qa_chain(model: LoadedModel, retriever: Any, **kwargs: Any) -> QAChain:
     return QAChain(model, retriever, **kwargs)
 
 
-__all__ = ["QAChain", "make_qa_chain", "ContextTooSmall", "merge_overlapping"]
+__all__ = ["EventChain", "QAChain", "make_qa_chain", "ContextTooSmall", "merge_overlapping"]

@@ -36,11 +36,12 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import numpy as np
-from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables import RunnableConfig
 
 from ingest.lexical import QUERY_STOPWORDS, to_simplified
 from ingest.splitter import sentence_spans
 from rag.language import detect_language
+from rag.qa import EventChain
 from rag.retrieval import Hit, cosine_floor, no_passage_message
 
 DENSE_WEIGHT = 0.45
@@ -162,7 +163,7 @@ def quote_answer(quotes: list[Sentence]) -> str:
     return "\n\n".join(f"{q.text}[{q.n}]" for q in quotes)
 
 
-class QuoteChain(Runnable[Any, dict]):
+class QuoteChain(EventChain):
     """Question → the passages' best sentences with citations. See the module docstring."""
 
     def __init__(self, retriever: Any, embedder: Any, *, k: int | None = None,
@@ -173,22 +174,6 @@ class QuoteChain(Runnable[Any, dict]):
         self.doc_ids = list(doc_ids) if doc_ids is not None else None
         self.sentences = max(1, int(sentences))
         self.notice = notice
-
-    @property
-    def InputType(self) -> type:  # noqa: N802 - LangChain's name
-        return dict
-
-    @property
-    def OutputType(self) -> type:  # noqa: N802
-        return dict
-
-    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> dict:
-        final = None
-        for event in self.stream(input, config):
-            if event["type"] == "final":
-                final = {k: v for k, v in event.items() if k != "type"}
-        assert final is not None
-        return final
 
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[dict]:
         if isinstance(input, str):
