@@ -12,8 +12,13 @@ Usage::
 Steps (each an LCEL Runnable, run with the caller's config so callbacks and tracing see them):
 
 1. ``rewrite``: with earlier turns, the model turns a follow-up ("它的人口呢？") into a standalone
-   question; without history this step is skipped (no model call).
-2. ``retrieve``: :class:`rag.retrieval.HybridRetriever` (``k``, ``doc_ids``, threshold). Nothing
+   question. Skipped (no model call) without history, for a question that does not lean on the
+   conversation (:func:`leans_on_conversation`: no pronoun, 这/那, "…呢？", and not very short),
+   and for the packaged stand-in, which cannot rewrite.
+2. ``retrieve``: :class:`rag.retrieval.HybridRetriever` (``k``, ``doc_ids``, threshold) with the
+   question as asked, fused (:func:`fuse_hit_lists`) with the rewrite's hits when there is one,
+   so a poor rewrite never takes away what the question finds; the result's ``searched_for``
+   lists what was searched. Nothing
    relevant: the answer is the fixed :func:`rag.retrieval.no_passage_message` and the model is
    not called.
 3. ``pack``: the prompt is filled up to the model's real window:
@@ -68,6 +73,41 @@ PROMPT_SLACK = 2
 """Tokens added to every prompt count (BOS and a margin for tokenizers that merge across joins)."""
 
 _CITATION = re.compile(r"\[(\d{1,3})\]")
+
+
+_LEANS_ON_CONTEXT = re.compile(
+    r"[它他她其该此这那]|上述|前者|后者|呢[？?]?\s*$|^(那|还有|另外|然后)"
+    r"|\b(it|its|they|them|their|this|that|these|those|he|she|him|his|her|one|ones|also|too|else)\b"
+    r"|^\s*(and|what about|how about)\b",
+    re.I,
+)
+
+
+def leans_on_conversation(question: str) -> bool:
+    """Whether a question may need earlier turns to be understood (a pronoun, 这/那, '…呢？',
+    'what about …') or is too short to stand alone; only such questions are rewritten."""
+    if _LEANS_ON_CONTEXT.search(question):
+        return True
+    cjk = len(re.findall(r"[\u4e00-\u9fff]", question))
+    return cjk < 5 and len(question.split()) < 4
+
+
+def fuse_hit_lists(lists: Sequence[Sequence[Hit]], k: int) -> list[Hit]:
+    """Several rankings of chunks merged by each chunk's best 0..1 relevance (the retriever's
+    calibrated score against the query that found it); on a tie the earlier list wins.
+
+    Not rank fusion: chunks weakly related to both queries would collect two small rank shares
+    and overtake the one passage that matches the question well.
+    """
+    best: dict[str, Hit] = {}
+    first_seen: dict[str, tuple[int, int]] = {}
+    for li, hits in enumerate(lists):
+        for rank, hit in enumerate(hits):
+            first_seen.setdefault(hit.chunk_id, (li, rank))
+            if hit.chunk_id not in best or hit.score > best[hit.chunk_id].score:
+                best[hit.chunk_id] = hit
+    order = sorted(best, key=lambda c: (-best[c].score, first_seen[c]))
+    return [best[c] for c in order[:k]]
 
 
 class ContextTooSmall(ValueError):
@@ -127,6 +167,7 @@ class Packed:
     language: str
     question: str
     standalone: str = ""
+    searched_for: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -276,8 +317,8 @@ class QAChain(EventChain):
 
     def _rewrite(self, state: dict, config: RunnableConfig | None = None) -> str:
         question, history, lang = state["question"], list(state["history"]), state["language"]
-        if not history:
-            return question
+        if not history or self.model.is_stand_in or not leans_on_conversation(question):
+            return question  # nothing to resolve, or a model that cannot rewrite
         limit = self.model.context_window - self._rewrite_budget()
         while history:
             messages = [SystemMessage(self.system_prompt), HumanMessage(rewrite_instruction(question, history, lang))]
@@ -295,9 +336,16 @@ class QAChain(EventChain):
         return rewritten
 
     def _retrieve(self, state: dict) -> list[Hit]:
+        """Hits for the question as asked, fused with those for the rewrite when there is one:
+        a poor rewrite adds passages but never removes the ones the question itself finds first."""
         k = state["k"] or getattr(self.retriever, "k", None) or self.retriever.settings.k
         factor = max(1, min(4, self.model.context_window // 4096)) if self.expand else 1
-        return self.retriever.search(state["standalone_question"], k=int(k) * factor, doc_ids=state["doc_ids"])
+        want = int(k) * factor
+        asked = self.retriever.search(state["question"], k=want, doc_ids=state["doc_ids"])
+        if state["standalone_question"] == state["question"]:
+            return asked
+        rewritten = self.retriever.search(state["standalone_question"], k=want, doc_ids=state["doc_ids"])
+        return fuse_hit_lists([asked, rewritten], want)
 
     def _messages(self, question: str, history: list[tuple[str, str]], blocks: list[str], lang: str) -> list[BaseMessage]:
         messages: list[BaseMessage] = [SystemMessage(self.system_prompt)]
@@ -379,7 +427,8 @@ class QAChain(EventChain):
                 f"relevant passages were found, but none fits the model's window "
                 f"({self.model.context_window} tokens, {self.model.max_new_tokens} reserved for the answer)"
             )
-        return Packed(messages, sources, total, len(history), lang, asked, standalone)
+        searched = list(dict.fromkeys([question, standalone]))
+        return Packed(messages, sources, total, len(history), lang, asked, standalone, searched_for=searched)
 
     def _widen(self, sources: list[PackedSource], used: int, limit: int) -> int:
         """Add neighbouring chunks to passages, one chunk per passage per round, best first;
@@ -464,6 +513,7 @@ class QAChain(EventChain):
             "sources": [],
             "cited": [],
             "standalone_question": state["standalone_question"],
+            "searched_for": list(dict.fromkeys([state["question"], state["standalone_question"]])),
             "language": state["language"],
             "notice": self.model.notice,
             "found": False,
@@ -473,6 +523,7 @@ class QAChain(EventChain):
         numbers = {s.n for s in packed.sources}
         cited = sorted({int(m) for m in _CITATION.findall(answer)} & numbers)
         return {
+            "searched_for": packed.searched_for,
             "answer": answer,
             "sources": [s.to_dict() for s in packed.sources],
             "cited": cited,

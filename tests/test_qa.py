@@ -268,3 +268,46 @@ def test_generated_markup_and_echoes_never_reach_the_answer(kb, streamed):
 def test_saying_nothing_was_found_is_not_taken_for_an_echo(kb):
     use(kb, fake_loaded_model(4096, 64, responder=lambda m: "在资料中没有找到相关信息。"))
     assert kb.ask("大熊猫吃什么？", mode="generate")["answer"] == "在资料中没有找到相关信息。"
+
+
+def _nonsense_rewriter(messages):
+    text = str(messages[-1].content)
+    if "独立问题" in text or "Standalone question" in text:
+        return "独立问题：Python 语言是谁创造的？"  # a rewrite about something else entirely
+    return "回答[1]"
+
+
+@pytest.mark.parametrize("question", ["大熊猫的数量有多少呢？", "它们主要栖息在哪些省份？"])
+def test_a_bad_rewrite_never_makes_retrieval_worse(kb, question):
+    """Follow-ups are searched as asked *and* as rewritten, fused: with a model whose rewrite is
+    nonsense, the passages the question finds on its own stay on top."""
+    history = [("大熊猫是中国特有的动物吗？", "是的，大熊猫是中国特有的熊科动物。")]
+    use(kb, fake_loaded_model(4096, 64, responder=_nonsense_rewriter))
+    alone = kb.qa_chain(k=3).prepare.invoke({"question": question})
+    with_history = kb.qa_chain(k=3).prepare.invoke({"question": question, "history": history})
+    assert with_history.searched_for == [question, "Python 语言是谁创造的？"]
+    assert with_history.sources[0].hit.chunk_id == alone.sources[0].hit.chunk_id
+    assert {s.hit.chunk_id for s in alone.sources[:1]} <= {s.hit.chunk_id for s in with_history.sources}
+    result = kb.ask(question, history=history)
+    assert result["searched_for"] == [question, "Python 语言是谁创造的？"]
+
+
+def test_questions_that_stand_alone_and_the_stand_in_skip_the_rewrite(kb):
+    history = [("大熊猫是中国特有的动物吗？", "是的。")]
+    fake = use(kb, fake_loaded_model(4096, 64, responder=_nonsense_rewriter))
+    result = kb.ask("大熊猫每天吃多少竹子？", history=history)  # complete on its own
+    assert len(fake.calls) == 1 and result["searched_for"] == ["大熊猫每天吃多少竹子？"]
+    stand_in = fake_loaded_model(4096, 64, responder=_nonsense_rewriter)
+    stand_in.is_stand_in = True
+    kb.model = stand_in
+    result = kb.ask("它每天吃多少竹子？", history=history, mode="generate")
+    assert len(stand_in.chat_model.calls) == 1 and result["searched_for"] == ["它每天吃多少竹子？"]
+
+
+def test_leans_on_conversation():
+    from rag.qa import leans_on_conversation
+
+    for q in ["它每天吃多少竹子？", "那上海呢？", "这个数字准确吗", "What about its population?", "And Shanghai?", "人口？"]:
+        assert leans_on_conversation(q), q
+    for q in ["大熊猫每天吃多少竹子？", "京沪高铁全长多少公里？", "Who created the Python language?"]:
+        assert not leans_on_conversation(q), q

@@ -242,6 +242,9 @@ def test_follow_up_question_uses_history(app, fake):
     # the follow-up is rewritten with the earlier turn in the prompt
     assert any("北京的常住人口是多少" in c.prompt and "它有什么名胜" in c.prompt for c in new_calls)
     assert len([m for m in app.chat_message if m.name == "assistant"]) == 2
+    # what was searched is shown under the answer: the question as asked and the rewrite
+    captions = [c.value for c in app.chat_message[-1].caption]
+    assert any(c.startswith("Searched for: “它有什么名胜？” · “") for c in captions), captions
 
 
 def test_nothing_relevant_is_said_honestly(tmp_path, fake, embedder):

@@ -404,7 +404,8 @@ with tab_chat:
                     answer = final.get("answer", streamed if isinstance(streamed, str) else "")
                     message = {"role": "assistant", "content": answer, "sources": final.get("sources", []),
                                "notice": final.get("notice") or (model.notice if model else None),
-                               "mode": final.get("mode", "generate"), "found": final.get("found", True)}
+                               "mode": final.get("mode", "generate"), "found": final.get("found", True),
+                               "searched_for": final.get("searched_for", [])}
                     slot.empty()
             ui.render_answer(message)
         remember(message)

@@ -83,6 +83,9 @@ def render_answer(message: dict) -> None:
             st.markdown("> " + highlight_citations(line, sources))
     else:
         st.markdown(highlight_citations(message.get("content", ""), sources))
+    searched = message.get("searched_for") or []
+    if len(searched) > 1:  # a follow-up: both the question and its rewrite were searched
+        st.caption("Searched for: " + " · ".join(f"“{q}”" for q in searched))
     if message.get("notice") and message.get("mode") != "quote":
         st.warning(message["notice"], icon=":material/warning:")
     if sources:
