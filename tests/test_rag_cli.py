@@ -127,3 +127,22 @@ def test_summarize_batch_resumable_with_failures(tmp_path, fake_model, capsys):
 def test_summarize_missing_path_is_reported(tmp_path, fake_model, capsys):
     code = cli.main(["summarize", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "o"), "--quiet"])
     assert code == 1 and "no such file" in capsys.readouterr().err
+
+
+def test_backend_that_cannot_load_the_model_is_a_clear_error_not_a_traceback(kb, tmp_path, monkeypatch, capsys):
+    """The stand-in (a GGUF) with the transformers backend, and a GGUF file named for it: exit
+    code 3 and one explanation, in process and as a user runs it."""
+    monkeypatch.setenv("DOCQA_MODEL__BACKEND", "transformers")
+    assert cli.main(["ask", "大熊猫吃什么？", "--kb", str(kb.store.dir), "--answer-mode", "generate"]) == 3
+    err = capsys.readouterr().err
+    assert "only the llamacpp backend" in err and "transformers" in err
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    out = subprocess.run(
+        [sys.executable, "-m", "rag", "ask", "大熊猫吃什么？", "--kb", str(kb.store.dir), "--model", str(gguf),
+         "--answer-mode", "generate"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "DOCQA_MODEL__BACKEND": "transformers"},
+    )
+    assert out.returncode == 3 and "Traceback" not in out.stderr, out.stderr
+    assert "is a GGUF file, which the transformers backend cannot load" in out.stderr

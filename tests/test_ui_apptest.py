@@ -557,3 +557,13 @@ def test_extractive_summary_without_a_model(kb_settings, embedder, monkeypatch):
     sentences = [line[2:] for line in key.splitlines()[2:]]
     assert 3 <= len(sentences) and all(s.endswith("_(城市.md)_") for s in sentences)
     assert all(s.split(" _(")[0] in doc for s in sentences)  # the documents' own sentences
+
+
+def test_backend_that_cannot_load_the_stand_in_says_so(kb_settings, embedder):
+    at = run(make_app(kb_settings))
+    at.selectbox(key="model_backend_choice").set_value("transformers")
+    at.button(key="apply_model").click()  # the form's submit button
+    run(at)
+    errors = [e.value for e in at.error]
+    assert any("only the llamacpp backend loads" in e for e in errors), errors
+    assert any(e.startswith("Model not available") for e in errors)  # llama.cpp was not kept silently

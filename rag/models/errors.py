@@ -22,6 +22,10 @@ class ModelUnavailable(ModelError):
         return (type(self), (self.model, self.how))
 
 
+class ModelSettingsError(ModelError, ValueError):
+    """The model settings contradict each other (a backend that cannot load the named model)."""
+
+
 class BackendUnavailable(ModelError):
     """A backend or feature needs a package that is not installed (llama-cpp-python,
     bitsandbytes, ...)."""

@@ -23,7 +23,7 @@ from typing import Any
 
 from rag.models import registry
 from rag.models.base import LoadedModel
-from rag.models.errors import BackendUnavailable, ModelUnavailable, StandInMissing
+from rag.models.errors import BackendUnavailable, ModelSettingsError, ModelUnavailable, StandInMissing
 from rag.models.registry import BASE_MODEL_NOTICE, ModelVariant
 
 STAND_IN_NAME = "SmolLM2-135M-Instruct"
@@ -160,7 +160,7 @@ def resolve(ms: Any) -> Resolved:
     backend = ms.backend
     if raw.startswith(("http://", "https://")):
         if backend not in ("auto", "openai"):
-            raise ValueError(f"{raw} is a server URL; backend {backend!r} cannot use it")
+            raise ModelSettingsError(f"{raw} is a server URL; backend {backend!r} cannot use it: choose 'openai' or 'auto'")
         return Resolved("openai", raw, None, raw)
     name, quant = _split_quant(raw)
     path = Path(name).expanduser()
@@ -168,9 +168,10 @@ def resolve(ms: Any) -> Resolved:
         variant = registry.match_variant_by_path(str(path))
         if path.is_file():
             if path.suffix.lower() != ".gguf":
-                raise ValueError(f"{path} is a file but not a .gguf model")
+                raise ModelSettingsError(f"{path} is a file but not a .gguf model")
             if backend not in ("auto", "llamacpp"):
-                raise ValueError(f"{path} is a GGUF file: use backend 'llamacpp' (or 'auto')")
+                raise ModelSettingsError(f"{path} is a GGUF file, which the {backend} backend cannot load: "
+                                         "use backend 'llamacpp' (or 'auto')")
             return Resolved("llamacpp", str(path), variant, path.name)
         if (path / "config.json").exists() and backend in ("auto", "transformers"):
             return Resolved("transformers", str(path), variant, path.name)
@@ -209,7 +210,7 @@ def resolve(ms: Any) -> Resolved:
             # a quantised GGUF is ~4x smaller and fast on CPUs; full weights suit a GPU
             backend = "llamacpp" if _llama_cpp_installed() and not _cuda() else "transformers"
     if backend == "openai":
-        raise ValueError("backend 'openai' needs a server URL as the model name")
+        raise ModelSettingsError("backend 'openai' needs a server URL as the model name")
     display = variant.display_name if variant else name
     if backend == "llamacpp":
         if not gguf_file:
@@ -251,6 +252,12 @@ def plan_load(settings: Any) -> Resolved:
     downloads and their errors happen here, in the caller's process."""
     ms = _model_settings(settings)
     if not ms.name.strip():
+        if ms.backend not in ("auto", "llamacpp"):
+            raise ModelSettingsError(
+                f"the packaged stand-in ({STAND_IN_NAME}) is a GGUF file, which only the llamacpp backend "
+                f"loads, not {ms.backend}: choose backend 'auto' or 'llamacpp', or name a model the "
+                f"{ms.backend} backend can load (DOCQA_MODEL__NAME)"
+            )
         if not _llama_cpp_installed():
             raise BackendUnavailable(
                 "no model is configured and the stand-in needs llama-cpp-python: "
@@ -271,7 +278,8 @@ def load_chat_model(settings: Any, *, in_process: bool | None = None) -> LoadedM
     starts the model again. Server models (``openai``) always run in the caller.
 
     Raises ModelUnavailable (offline and not on disk, with how to get it), StandInMissing,
-    BackendUnavailable (a needed package is missing) or ValueError (contradictory settings).
+    BackendUnavailable (a needed package is missing) or ModelSettingsError (a ValueError:
+    contradictory settings).
     """
     ms = _model_settings(settings)
     plan = plan_load(ms)
