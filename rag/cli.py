@@ -125,8 +125,10 @@ def run_ask(args: argparse.Namespace) -> int:
         print(f"note: {quote_notice()} (--answer-mode generate: let the model write it)", file=sys.stderr)
     if args.stream:
         final = None
+        streamed = ""
         for event in kb.stream_ask(args.question, doc_ids=doc_ids, k=args.k, mode=mode):
             if event["type"] == "token":
+                streamed += event["text"]
                 if args.json:
                     print(json.dumps(event, ensure_ascii=False), flush=True)
                 else:
@@ -137,6 +139,8 @@ def run_ask(args: argparse.Namespace) -> int:
             print(json.dumps(final, ensure_ascii=False), flush=True)
         else:
             print()
+            if final["answer"].strip() != streamed.strip():  # the cleaned answer differs from the stream
+                print(f"\nanswer:\n{final['answer']}")
             _print_sources(final["sources"])
         return 0
     result = kb.ask(args.question, doc_ids=doc_ids, k=args.k, mode=mode)

@@ -175,9 +175,18 @@ __all__ = [
 _OUR_MARKUP = re.compile(r"</?(?:source|document|material)\b[^>]*>", re.I)
 _CHAT_MARKUP = re.compile(r"\[/?INST\]|<</?SYS>>|</?s>|<\|[^|>\n]{1,40}\|>")
 _HTML_DROP = re.compile(r"<(script|style|head|title)\b[^>]*>.*?</\1\s*>", re.I | re.S)
-_HTML_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9:-]*(?:\s[^<>]*)?/?>")
+_HTML_NAMES = (
+    "a|abbr|address|article|aside|audio|b|big|blockquote|body|br|button|caption|center|cite|code|col|"
+    "colgroup|dd|del|details|div|dl|dt|em|embed|figcaption|figure|font|footer|form|h[1-6]|header|hr|"
+    "html|i|iframe|img|input|ins|kbd|label|li|link|main|mark|meta|nav|object|ol|option|p|picture|pre|"
+    "q|s|samp|section|select|small|span|strike|strong|sub|summary|sup|svg|table|tbody|td|textarea|"
+    "tfoot|th|thead|time|tr|tt|u|ul|var|video|wbr"
+)
+# Only real HTML element names: `List<String>` or `a <b` in prose and code stay as written.
+_HTML_TAG = re.compile(rf"</?(?:{_HTML_NAMES})(?:\s+[^<>]*?)?\s*/?>", re.I)
 _HTML_COMMENT = re.compile(r"<!--.*?-->", re.S)
 _MD_IMAGE = re.compile(r"!\[[^\]\n]*\]\([^)\n]*\)")
+_CODE = re.compile(r"```.*?(?:```|$)|`[^`\n]+`", re.S)
 _ECHO_MIN_CHARS = 12
 
 
@@ -193,25 +202,35 @@ def _plain(text: str) -> str:
     return re.sub(r"\s+", "", _HTML_TAG.sub("", _CHAT_MARKUP.sub("", _OUR_MARKUP.sub("", text))))
 
 
-def clean_generated(text: str, prompt_texts: tuple[str, ...] = ()) -> str:
-    """Generated text fit to show: no echo of our prompt markup (``<source …>``, ``<document>``),
-    no chat-template markers (``[INST]``, ``<<SYS>>``, ``</s>``, ``<|im_end|>``), no HTML (tags
-    dropped, their text kept; scripts, styles and images dropped) and no line that only repeats
-    our own instructions (``prompt_texts``: the instruction texts the model was given). What is
-    left is shown as Markdown."""
+def _strip_html(text: str) -> str:
     import html
 
-    out = _OUR_MARKUP.sub("", text)
-    out = _CHAT_MARKUP.sub("", out)
-    out = _HTML_COMMENT.sub("", out)
+    out = _HTML_COMMENT.sub("", text)
     out = _HTML_DROP.sub("", out)
     out = re.sub(r"<img\b[^>]*>", "", out, flags=re.I)
-    out = re.sub(r"<br\s*/?>|</p\s*>|</div\s*>|</li\s*>|</h[1-6]\s*>", "\n", out, flags=re.I)
+    out = re.sub(r"<br\s*/?>|</p\s*>|</div\s*>|</li\s*>|</h[1-6]\s*>|</tr\s*>", "\n", out, flags=re.I)
     out = _HTML_TAG.sub("", out)
     out = _MD_IMAGE.sub("", out)
     if "&" in out:
-        out = html.unescape(out)
-        out = _HTML_TAG.sub("", out)  # entities that spelled tags
+        out = _HTML_TAG.sub("", html.unescape(out))  # entities that spelled tags
+    return out
+
+
+def clean_generated(text: str, prompt_texts: tuple[str, ...] = ()) -> str:
+    """Generated text fit to show: no echo of our prompt markup (``<source …>``, ``<document>``),
+    no chat-template markers (``[INST]``, ``<<SYS>>``, ``</s>``, ``<|im_end|>``), no HTML outside
+    code (tags of real HTML elements dropped with their text kept; scripts, styles, comments and
+    images dropped) and no line that only repeats our own instructions (``prompt_texts``: the
+    instruction texts the model was given). Code spans and blocks are kept as written. What is
+    left is shown as Markdown."""
+    out = _CHAT_MARKUP.sub("", _OUR_MARKUP.sub("", text))
+    parts, at = [], 0
+    for m in _CODE.finditer(out):
+        parts.append(_strip_html(out[at:m.start()]))
+        parts.append(m.group(0))
+        at = m.end()
+    parts.append(_strip_html(out[at:]))
+    out = "".join(parts)
     echoes = [_plain(p) for p in prompt_texts if p]
     lines = []
     for line in out.splitlines():
@@ -224,48 +243,67 @@ def clean_generated(text: str, prompt_texts: tuple[str, ...] = ()) -> str:
 
 class CleanStream:
     """:func:`clean_generated` while text streams in: ``feed`` returns what can be shown now
-    (always a prefix of the cleaned whole), holding back a line that may still turn out to be
-    markup or an echo of the instructions; ``finish`` returns the rest."""
+    (a prefix of the cleaned whole), holding back from the first place where markup may still be
+    open — an element to drop whole, a comment, a tag, a code fence, an entity, a link or image —
+    and the last line while it may become a repeated instruction; ``finish`` returns the rest.
+    Should the cleaned text ever change what was already shown, nothing more is streamed and the
+    caller has the final answer to show instead."""
 
-    _OPENERS = {"<": ">", "[": "]", "&": ";", "!": ")"}
+    _OPENERS = {"<": ">", "[": "]", "&": ";", "!": ")", "(": ")"}
 
     def __init__(self, prompt_texts: tuple[str, ...] = ()):
         self.prompt_texts = prompt_texts
         self._echoes = [_plain(p) for p in prompt_texts if p]
         self.raw = ""
         self.shown = ""
+        self.diverged = False
 
-    def _settled_part(self, line: str) -> str:
-        """The raw start of the unfinished last line that cannot change meaning any more."""
-        cut = len(line)
+    def _settled(self, raw: str) -> str:
+        """The longest start of ``raw`` that no later text can change the meaning of."""
+        cut = len(raw)
+        for m in re.finditer(r"<(script|style|head|title)\b", raw, re.I):
+            if not re.search(rf"</{m.group(1)}\s*>", raw[m.end():], re.I):
+                cut = min(cut, m.start())
+                break
+        comment = raw.rfind("<!--")
+        if comment >= 0 and "-->" not in raw[comment:]:
+            cut = min(cut, comment)
+        tag = max(raw.rfind("<"), -1)
+        if tag >= 0 and ">" not in raw[tag:]:
+            cut = min(cut, tag)  # a tag may be spread over lines
+        if raw.count("```") % 2:
+            cut = min(cut, raw.rfind("```"))
+        for m in re.finditer(r"&lt;|&#0*60;|&#x0*3c;", raw, re.I):  # a tag spelled in entities
+            if not re.search(r"&gt;|&#0*62;|&#x0*3e;|>", raw[m.end():], re.I):
+                cut = min(cut, m.start())
+                break
+        raw = raw[:cut]
+        done, newline, line = raw.rpartition("\n")
+        line_cut = len(line)
         for opener, closer in self._OPENERS.items():
             i = line.rfind(opener)
             if i >= 0 and closer not in line[i:]:
-                cut = min(cut, i)
-        for m in re.finditer(r"&lt;|&#0*60;|&#x0*3c;", line, re.I):  # a tag spelled in entities
-            if not re.search(r"&gt;|&#0*62;|&#x0*3e;|>", line[m.end():], re.I):
-                cut = min(cut, m.start())
-                break
-        for m in re.finditer(r"<(script|style|head|title)\b", line, re.I):
-            if not re.search(rf"</{m.group(1)}\s*>", line[m.end():], re.I):
-                cut = min(cut, m.start())  # an element dropped whole once it closes
-                break
-        line = line[:cut]
+                line_cut = min(line_cut, i)
+        if line.count("`") % 2:  # an inline code span or a fence still being written
+            line_cut = min(line_cut, line.rfind("`"))
+        line = line[:line_cut].rstrip("`")
         plain = _plain(line)
         if plain and any(plain in e for e in self._echoes):
-            return ""  # could still become a repeated instruction line
-        return line
+            line = ""  # could still become a repeated instruction line
+        return done + newline + line
 
     def _emit(self, candidate: str) -> str:
-        if candidate.startswith(self.shown) and len(candidate) > len(self.shown):
-            new, self.shown = candidate[len(self.shown):], candidate
-            return new
-        return ""
+        if self.diverged:
+            return ""
+        if not candidate.startswith(self.shown):
+            self.diverged = True
+            return ""
+        new, self.shown = candidate[len(self.shown):], candidate
+        return new
 
     def feed(self, piece: str) -> str:
         self.raw += piece
-        done, newline, partial = self.raw.rpartition("\n")
-        return self._emit(clean_generated(done + newline + self._settled_part(partial), self.prompt_texts))
+        return self._emit(clean_generated(self._settled(self.raw), self.prompt_texts))
 
     def finish(self) -> str:
         return self._emit(clean_generated(self.raw, self.prompt_texts))

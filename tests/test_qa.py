@@ -311,3 +311,23 @@ def test_leans_on_conversation():
         assert leans_on_conversation(q), q
     for q in ["大熊猫每天吃多少竹子？", "京沪高铁全长多少公里？", "Who created the Python language?"]:
         assert not leans_on_conversation(q), q
+
+
+@pytest.mark.parametrize("text", [
+    "<script>\nalert(1)\n</script>\n广三铁路于1903年筑成[1]。",
+    "<!--\n注释\n-->\n广三铁路于1903年筑成[1]。",
+    "<a\nhref='x'>链接</a>\n广三铁路于1903年筑成[1]。",
+    "用 `std::vector<int>` 和\n```java\nList<String> a;\n```\n如果 a < b 则<b>粗</b>[1]。",
+    "见[链接](http://x.y/z)和 ![图](http://a/b.png) 结束[1]。&lt;i&gt;斜&lt;/i&gt;",
+])
+@pytest.mark.parametrize("step", [1, 2, 3, 7])
+def test_streamed_answer_equals_the_cleaned_answer_piece_by_piece(text, step):
+    from rag.prompts_qa import CleanStream, clean_generated, qa_echo_texts
+
+    stream = CleanStream(qa_echo_texts("zh"))
+    shown = "".join(stream.feed(text[i:i + step]) for i in range(0, len(text), step)) + stream.finish()
+    assert shown == clean_generated(text, qa_echo_texts("zh"))
+    for raw in ("<script", "alert", "<!--", "href", "<a", "<b>", "http://a", "&lt;"):
+        assert raw not in shown
+    if "std::vector" in text:  # code is kept as written; HTML outside it is not
+        assert "`std::vector<int>`" in shown and "List<String> a;" in shown and "a < b" in shown
