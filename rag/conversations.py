@@ -46,6 +46,13 @@ CREATE TABLE IF NOT EXISTS messages (
 """
 
 
+def _title(text: str) -> str:
+    """One line of at most TITLE_CHARS printable characters."""
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    text = "".join(ch if ch.isprintable() else " " for ch in text)
+    return " ".join(text.split())[:TITLE_CHARS]
+
+
 @dataclass(frozen=True)
 class Conversation:
     id: str
@@ -74,6 +81,7 @@ class ConversationStore:
         return db
 
     def create(self, title: str = "") -> str:
+        title = _title(title)
         cid = uuid.uuid4().hex
         now = time.time()
         with closing(self._connect()) as db, db:
@@ -86,7 +94,11 @@ class ConversationStore:
         role = str(message.get("role") or "")
         if role not in ("user", "assistant"):
             raise ValueError(f"a message's role is 'user' or 'assistant', not {role!r}")
-        body = json.dumps(message, ensure_ascii=False, default=str)
+        try:
+            # ASCII escapes keep any text, lone surrogates included, exactly as given
+            body = json.dumps(message, ensure_ascii=True, allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise ValueError(f"a message must be plain JSON data (text, numbers, lists, dicts): {exc}") from exc
         with closing(self._connect()) as db, db:
             db.execute("BEGIN IMMEDIATE")  # the write lock before reading the next seq
             row = db.execute("SELECT title FROM conversations WHERE id = ?", (cid,)).fetchone()
@@ -98,10 +110,11 @@ class ConversationStore:
                        (cid, seq, role, body))
             title = row[0]
             if not title and role == "user":
-                title = " ".join(str(message.get("content", "")).split())[:TITLE_CHARS]
+                title = _title(str(message.get("content", "")))
             db.execute("UPDATE conversations SET updated = ?, title = ? WHERE id = ?", (time.time(), title, cid))
 
     def messages(self, cid: str) -> list[dict]:
+        """The messages in order ([] for a conversation without messages or one that is gone)."""
         with closing(self._connect()) as db:
             rows = db.execute("SELECT body FROM messages WHERE conversation = ? ORDER BY seq", (cid,)).fetchall()
         return [json.loads(r[0]) for r in rows]

@@ -299,7 +299,7 @@ class QAChain(EventChain):
     def _normalise(self, input: Any) -> dict:
         if isinstance(input, str):
             input = {"question": input}
-        question = str(input.get("question") or "").strip()
+        question = str(input.get("question") or "").encode("utf-8", "replace").decode("utf-8").strip()
         if not question:
             raise ValueError("the question is empty")
         history = _history_pairs(input.get("history"))[-self.max_history_turns :] if self.max_history_turns else []
@@ -514,6 +514,7 @@ class QAChain(EventChain):
             "cited": [],
             "standalone_question": state["standalone_question"],
             "searched_for": list(dict.fromkeys([state["question"], state["standalone_question"]])),
+            "mode": "generate",
             "language": state["language"],
             "notice": self.model.notice,
             "found": False,
@@ -523,6 +524,7 @@ class QAChain(EventChain):
         numbers = {s.n for s in packed.sources}
         cited = sorted({int(m) for m in _CITATION.findall(answer)} & numbers)
         return {
+            "mode": "generate",
             "searched_for": packed.searched_for,
             "answer": answer,
             "sources": [s.to_dict() for s in packed.sources],

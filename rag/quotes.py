@@ -41,7 +41,7 @@ from langchain_core.runnables import RunnableConfig
 from ingest.lexical import QUERY_STOPWORDS, to_simplified
 from ingest.splitter import sentence_spans
 from rag.language import detect_language
-from rag.qa import EventChain
+from rag.qa import EventChain, fuse_hit_lists, leans_on_conversation
 from rag.retrieval import Hit, cosine_floor, no_passage_message
 
 DENSE_WEIGHT = 0.45
@@ -49,6 +49,7 @@ RANK_WEIGHT = 0.45
 OVERLAP_WEIGHT = 0.10
 REDUNDANCY_WEIGHT = 0.6
 MIN_SENTENCE_CHARS = 4
+_WORD_CHAR = re.compile(r"[^\W_]")
 MAX_SENTENCE_CHARS = 400
 """Longer "sentences" (tables, unpunctuated runs) are cut to this for scoring and quoting."""
 
@@ -65,12 +66,23 @@ class Sentence:
     """Its unit-length embedding, once scored."""
 
 
+def _word_chars(text: str) -> int:
+    return len(_WORD_CHAR.findall(text))
+
+
 def passage_sentences(n: int, text: str) -> list[Sentence]:
+    """The quotable sentences of passage ``n``: at least ``MIN_SENTENCE_CHARS`` letters, digits or
+    CJK characters (so a table's ``|---|---|`` row is never an answer), cut to
+    ``MAX_SENTENCE_CHARS``. A passage of only tiny sentences is offered whole."""
     out = []
     for start, end in sentence_spans(text):
-        if end - start < MIN_SENTENCE_CHARS:
+        if _word_chars(text[start:end]) < MIN_SENTENCE_CHARS:
             continue
         end = min(end, start + MAX_SENTENCE_CHARS)
+        out.append(Sentence(n, start, end, text[start:end]))
+    if not out and _word_chars(text) >= 2:
+        start = len(text) - len(text.lstrip())
+        end = min(len(text.rstrip()), start + MAX_SENTENCE_CHARS)
         out.append(Sentence(n, start, end, text[start:end]))
     return out
 
@@ -178,19 +190,32 @@ class QuoteChain(EventChain):
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[dict]:
         if isinstance(input, str):
             input = {"question": input}
-        question = str(input.get("question") or "").strip()
+        # lone surrogates (from broken clipboards or terminals) would fail in the tokenizers
+        question = str(input.get("question") or "").encode("utf-8", "replace").decode("utf-8").strip()
         if not question:
             raise ValueError("the question is empty")
+        if not _word_chars(question):
+            raise ValueError("the question has no words to search for")
         language = detect_language(question)
         k = input.get("k", self.k) or getattr(self.retriever, "k", None) or self.retriever.settings.k
-        hits: list[Hit] = self.retriever.search(question, k=int(k), doc_ids=input.get("doc_ids", self.doc_ids))
-        if not hits:
+        if int(k) < 1:
+            raise ValueError(f"k must be at least 1, not {k}")
+        doc_ids = input.get("doc_ids", self.doc_ids)
+        searched = [question]
+        hits: list[Hit] = self.retriever.search(question, k=int(k), doc_ids=doc_ids)
+        history = [(str(q), str(a)) for q, a in (input.get("history") or [])]
+        if history and leans_on_conversation(question):
+            # no model to rewrite a follow-up: also search it together with the previous question
+            searched.append(f"{history[-1][0]} {question}")
+            hits = fuse_hit_lists([hits, self.retriever.search(searched[1], k=int(k), doc_ids=doc_ids)], int(k))
+        sentences = [s for n, hit in enumerate(hits, 1) for s in passage_sentences(n, hit.text)]
+        if not sentences:
             answer = no_passage_message(language)
             yield {"type": "token", "text": answer}
             yield {"type": "final", "answer": answer, "sources": [], "cited": [], "standalone_question": question,
-                   "language": language, "notice": self.notice, "found": False, "mode": "quote"}
+                   "searched_for": searched, "language": language, "notice": self.notice, "found": False,
+                   "mode": "quote"}
             return
-        sentences = [s for n, hit in enumerate(hits, 1) for s in passage_sentences(n, hit.text)]
         score_sentences(question, sentences, {n: float(h.score) for n, h in enumerate(hits, 1)}, self.embedder)
         quotes = choose(sentences, self.sentences, cosine_floor(getattr(self.embedder, "name", "")))
         answer = quote_answer(quotes)
@@ -204,8 +229,8 @@ class QuoteChain(EventChain):
                 "quotes": [[q.start, q.end] for q in quotes if q.n == n],
             })
         yield {"type": "final", "answer": answer, "sources": sources, "cited": sorted({q.n for q in quotes}),
-               "standalone_question": question, "language": language, "notice": self.notice, "found": True,
-               "mode": "quote", "quotes": [{"n": q.n, "text": q.text, "score": round(q.score, 4)} for q in quotes]}
+               "standalone_question": question, "searched_for": searched, "language": language,
+               "notice": self.notice, "found": True, "mode": "quote", "quotes": [{"n": q.n, "text": q.text, "score": round(q.score, 4)} for q in quotes]}
 
 
 __all__ = ["QuoteChain", "quote_notice", "Sentence", "choose", "passage_sentences", "score_sentences", "quote_answer"]

@@ -20,7 +20,7 @@ from tests.helpers_models import make_tiny_llama
 from tests.helpers_rag import make_kb
 
 from rag.models import load_chat_model
-from rag.models.errors import ModelCrashed
+from rag.models.errors import ModelCrashed, ModelError
 from rag.models.worker import WorkerChatModel
 from rag.settings import ModelSettings
 
@@ -38,6 +38,12 @@ def isolated():
 @pytest.fixture(scope="module")
 def in_process():
     return load_chat_model(ModelSettings(max_new_tokens=24, temperature=0.0), in_process=True)
+
+
+def _cpu_ticks(pid: int) -> int:
+    """User + system CPU time of a process, in clock ticks (/proc/PID/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
 
 
 def _wait_until(condition, deadline: float = 60.0) -> None:
@@ -90,6 +96,12 @@ def test_cancel_stops_the_generation_in_the_model_process(isolated):
         if n == 2:
             event.set()
     assert n <= 3
+    # the model process itself stopped: it uses (almost) no CPU afterwards, where a generation
+    # left running would keep a core busy for the rest of its 400 tokens
+    time.sleep(0.5)
+    ticks = _cpu_ticks(chat.worker.pid)
+    time.sleep(1.5)
+    assert _cpu_ticks(chat.worker.pid) - ticks < 30, "the model process is still generating"
     # the next request gets its own answer, not the rest of the cancelled story
     expected = isolated.chat_model.model_copy(update={"max_new_tokens": 4}).invoke("Say hi.").content
     assert expected == chat.model_copy(update={"max_new_tokens": 4}).invoke("Say hi.").content
@@ -145,9 +157,16 @@ def test_transformers_model_runs_in_a_process_too(tmp_path):
 def test_load_errors_in_the_model_process_keep_their_type(tmp_path):
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"GGUF" + os.urandom(64))
-    with pytest.raises(Exception) as err:
+    in_process = None
+    try:
+        load_chat_model(ModelSettings(name=str(bad)), in_process=True)
+    except Exception as exc:
+        in_process = exc
+    assert in_process is not None
+    with pytest.raises(type(in_process)) as err:  # the same type and words as in the caller's process
         load_chat_model(ModelSettings(name=str(bad)))
-    assert not isinstance(err.value, ModelCrashed), err.value  # a clean error, not a crash
+    assert type(err.value) is type(in_process) and str(err.value) == str(in_process)
+    assert not isinstance(err.value, ModelCrashed)
 
 
 # --- the CLI ------------------------------------------------------------------------------------------
@@ -184,4 +203,33 @@ def test_cli_ask_reports_a_crashed_model_and_exits_cleanly(tmp_path):
             proc.kill()
     assert proc.returncode == 3, err
     assert "SIGILL" in err and "llamacpp" in err and "llamacpp_build.py --force" in err
-    assert "Traceback" not in err.split("SIGILL")[-1]
+    # one explanation on the terminal; the native stack went to the model process's log
+    assert "Traceback" not in err and "Fatal Python error" not in err, err
+    log = Path(err.split("Its log: ")[1].split()[0])
+    assert "Fatal Python error: Illegal instruction" in log.read_text(errors="replace")
+
+
+def test_a_hung_model_process_is_ended_and_restarted(monkeypatch):
+    """SIGSTOP freezes the model process (as a deadlock in native code would): a token count
+    gives up after the timeout with a clear error, and the next request gets a new process."""
+    from rag.models import worker as worker_module
+
+    lm = load_chat_model(ModelSettings(max_new_tokens=4, temperature=0.0))
+    try:
+        worker = lm.chat_model.worker
+        frozen = worker.pid
+        monkeypatch.setattr(worker_module, "REQUEST_TIMEOUT_S", 2.0)
+        os.kill(frozen, signal.SIGSTOP)
+        with pytest.raises(ModelCrashed, match="stopped answering"):
+            lm.count_tokens("你好")
+        assert lm.count_tokens("你好") > 0 and worker.pid != frozen
+    finally:
+        lm.chat_model.worker.close()
+
+
+def test_a_closed_model_stays_closed():
+    lm = load_chat_model(ModelSettings(max_new_tokens=4))
+    lm.chat_model.worker.close()
+    with pytest.raises(ModelError, match="was closed"):
+        lm.count_tokens("你好")
+    assert lm.chat_model.worker.restarts == 0

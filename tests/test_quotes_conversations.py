@@ -152,7 +152,7 @@ def test_conversations_are_kept_in_order_with_titles(tmp_path):
 
 def _append_many(path: str, cid: str, who: int) -> None:
     store = ConversationStore(path)
-    for i in range(50):
+    for i in range(60):
         store.append(cid, {"role": "user", "content": f"{who}-{i}"})
 
 
@@ -160,17 +160,18 @@ def test_two_processes_append_to_one_conversation(tmp_path):
     store = ConversationStore.for_kb(tmp_path)
     cid = store.create()
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_append_many, args=(str(store.path), cid, w)) for w in (1, 2)]
+    writers = (1, 2, 3, 4)
+    procs = [ctx.Process(target=_append_many, args=(str(store.path), cid, w)) for w in writers]
     for p in procs:
         p.start()
     for p in procs:
         p.join(120)
     assert all(p.exitcode == 0 for p in procs)
     contents = [m["content"] for m in store.messages(cid)]
-    assert sorted(contents) == sorted(f"{w}-{i}" for w in (1, 2) for i in range(50))
-    for w in (1, 2):  # each writer's messages in its own order
+    assert sorted(contents) == sorted(f"{w}-{i}" for w in writers for i in range(60))
+    for w in writers:  # each writer's messages in its own order
         mine = [c for c in contents if c.startswith(f"{w}-")]
-        assert mine == [f"{w}-{i}" for i in range(50)]
+        assert mine == [f"{w}-{i}" for i in range(60)]
 
 
 def test_extractive_summary_outline_and_central_sentences_in_reading_order(tmp_path):
@@ -191,3 +192,50 @@ def test_extractive_summary_outline_and_central_sentences_in_reading_order(tmp_p
     assert not {"本市地铁网络在过去十年迅速扩张。", "地铁网络在过去十年迅速扩张。"} <= set(texts)  # no near-repeat
     markdown = summary.to_markdown("交通")
     assert markdown.startswith("# 交通") and "## Outline" in markdown and "(交通.md)" in markdown
+
+
+def test_quote_mode_with_hostile_questions_and_documents(tmp_path):
+    docs = {
+        "table.md": "| 城市 | 人口 |\n|---|---|\n| 北京 | 两千一百万 |\n| 上海 | 两千四百万 |",
+        "tiny.txt": "甲。乙。丙。是。否。好的。",
+        "rail.txt": DOCS["rail.txt"],
+    }
+    kb = make_kb(tmp_path, docs=docs, model=fake_loaded_model())
+    for question in ("？？？。。！", "?!...,;", "🙂🙂"):
+        with pytest.raises(ValueError, match="no words"):
+            kb.ask(question, mode="quote")
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        kb.ask("北京人口多少？", mode="quote", k=-1)
+    result = kb.ask("上海人口多少？\ud800", mode="quote")  # a lone surrogate is replaced, not fatal
+    assert all(_word_count(line) >= 2 for line in result["answer"].split("\n\n"))  # never a |---| row
+    assert "两千四百万" in result["answer"]
+    tiny = kb.ask("甲乙丙是什么？", mode="quote", doc_ids=[d.doc_id for d in kb.documents() if "tiny.txt" in d.file_names])
+    assert tiny["found"] and tiny["answer"].startswith("甲。乙。丙。")  # a passage of tiny sentences, whole
+
+
+def _word_count(text: str) -> int:
+    import re
+
+    return len(re.findall(r"[^\W_]", text.split("[")[0]))
+
+
+def test_quote_mode_follow_up_also_searches_with_the_previous_question(kb):
+    history = [("京沪高铁什么时候通车？", "二〇一一年六月[1]。")]
+    result = kb.ask("它全长多少公里？", history=history, mode="quote", k=2)
+    assert result["searched_for"] == ["它全长多少公里？", "京沪高铁什么时候通车？ 它全长多少公里？"]
+    assert "一千三百一十八公里" in result["answer"]
+
+
+def test_conversation_store_keeps_odd_text_exactly_and_refuses_what_is_not_json(tmp_path):
+    store = ConversationStore.for_kb(tmp_path)
+    cid = store.create()
+    odd = {"role": "user", "content": "emoji 🙂 NUL \x00 surrogate \ud800 长文" + "字" * 100_000,
+           "extra": {"nested": [1, 2.5, None, {"deep": True}]}}
+    store.append(cid, odd)
+    assert store.messages(cid) == [odd]
+    title = store.list()[0].title
+    assert "\x00" not in title and title.isprintable() and title.startswith("emoji 🙂 NUL")
+    for bad in ({"role": "assistant", "content": object()}, {"role": "assistant", "content": float("nan")}):
+        with pytest.raises(ValueError, match="plain JSON"):
+            store.append(cid, bad)
+    assert store.messages(cid) == [odd]  # nothing half-written

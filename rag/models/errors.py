@@ -43,12 +43,13 @@ class ModelCrashed(ModelError):
     ``str(err)`` says which model and backend, what happened and what to do.
     """
 
-    def __init__(self, model: str, backend: str, exitcode: int | None, during: str):
-        self.model, self.backend, self.exitcode, self.during = model, backend, exitcode, during
-        super().__init__(describe_crash(model, backend, exitcode, during))
+    def __init__(self, model: str, backend: str, exitcode: int | None, during: str, log: str | None = None):
+        self.model, self.backend, self.exitcode, self.during, self.log = model, backend, exitcode, during, log
+        message = describe_crash(model, backend, exitcode, during)
+        super().__init__(message + (f" Its log: {log}" if log else ""))
 
     def __reduce__(self):
-        return (type(self), (self.model, self.backend, self.exitcode, self.during))
+        return (type(self), (self.model, self.backend, self.exitcode, self.during, self.log))
 
 
 def describe_crash(model: str, backend: str, exitcode: int | None, during: str) -> str:

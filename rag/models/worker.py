@@ -28,7 +28,9 @@ import queue
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -39,6 +41,9 @@ from pydantic import Field
 from rag.models.base import LoadedModel
 from rag.models.common import Cancel, LocalChatModel, generation_settings
 from rag.models.errors import BackendUnavailable, ModelCrashed, ModelError, ModelUnavailable, StandInMissing
+
+REQUEST_TIMEOUT_S = 300.0
+"""Longest wait for a token count or a prompt format; past it the model process is taken for hung."""
 
 # Per-call fields a chat model copy may change (the app's sliders); sent with every request.
 CALL_FIELDS = ("temperature", "top_k", "top_p", "repetition_penalty", "max_new_tokens", "system_prompt")
@@ -81,6 +86,8 @@ class ModelWorker:
         self._proc: subprocess.Popen | None = None
         self._conn: Any = None
         self._alive = False
+        self._closed = False
+        self.log_path: Path | None = None
 
     # --- process life ---------------------------------------------------------------------------
     @property
@@ -88,7 +95,8 @@ class ModelWorker:
         return self._proc.pid if self._proc is not None else None
 
     def _crash(self, exitcode: int | None, during: str) -> ModelCrashed:
-        return ModelCrashed(self.plan.display, self.plan.backend, exitcode, during)
+        return ModelCrashed(self.plan.display, self.plan.backend, exitcode, during,
+                            str(self.log_path) if self.log_path else None)
 
     def start(self) -> dict[str, Any]:
         """Start the model process and load the model; returns what the model process reports."""
@@ -99,15 +107,23 @@ class ModelWorker:
         from multiprocessing.connection import Connection
 
         ours, theirs = socket.socketpair()
+        # the model process writes to its own log (llama.cpp's messages, a native crash's stack),
+        # which a crash report names, instead of the app's terminal
+        logs = Path(tempfile.gettempdir()) / "alpaca-docqa"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.log_path = logs / f"model-{os.getpid()}-{int(time.time() * 1000)}.log"
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[2])  # so `rag` imports from any cwd
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "rag.models.worker", str(theirs.fileno())],
-            pass_fds=(theirs.fileno(),),
-            stdin=subprocess.DEVNULL,
-            env=env,
-        )
+        with open(self.log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "rag.models.worker", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+            )
         theirs.close()
         conn = Connection(ours.detach())
         try:
@@ -150,6 +166,8 @@ class ModelWorker:
             q.put((_CRASHED, code))
 
     def _ensure_running(self) -> None:
+        if self._closed:
+            raise ModelError(f"the model {self.plan.display} was closed; load it again to use it")
         if self._alive and self._proc is not None and self._proc.poll() is None:
             return
         if self._proc is not None:
@@ -162,7 +180,9 @@ class ModelWorker:
         self._start_locked()
 
     def close(self) -> None:
+        """End the model process; the model cannot be used afterwards."""
         with self._lock:
+            self._closed = True
             proc, conn, self._alive = self._proc, self._conn, False
             if conn is None:
                 return
@@ -210,7 +230,15 @@ class ModelWorker:
     def call(self, kind: str, *args: Any, during: str = "answering a request") -> Any:
         rid, waiting, pending = self._send(kind, args)
         try:
-            what, payload = waiting.get()
+            what, payload = waiting.get(timeout=REQUEST_TIMEOUT_S)
+        except queue.Empty:  # hung (a deadlock in native code): end it, the next request restarts it
+            with self._lock:
+                proc = self._proc
+                if proc is not None:
+                    proc.kill()
+                    proc.wait(timeout=30)
+                self._alive = False
+            raise self._crash(None, during) from None
         finally:
             pending.pop(rid, None)
         if what == "ok":
