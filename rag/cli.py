@@ -378,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
         print(f"\nerror: {exc}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -346,7 +346,10 @@ def serve(fd: int) -> None:
 
     from rag.models.loader import build_loaded
 
-    faulthandler.enable()  # a native crash leaves the Python stack on stderr
+    import signal
+
+    faulthandler.enable()  # a native crash leaves the Python stack in the log
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle (it cancels)
     conn = Connection(fd)
     _, plan, model_settings = conn.recv()
     try:
