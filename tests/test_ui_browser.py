@@ -158,8 +158,12 @@ def test_upload_ask_and_see_cited_source_in_a_real_browser(streamlit_server, tmp
                 shot(page, "1-empty.png")
 
                 page.get_by_role("tab", name="Documents").click()
-                page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(pdf))
+                sheet = tmp_path / "预算.xlsx"
+                sheet.write_bytes(b"PK\x03\x04 not really a spreadsheet")
+                page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files([str(pdf), str(sheet)])
                 page.get_by_text("added to the knowledge base").first.wait_for()
+                # a file of a type that cannot be read is reported with the upload, not dropped
+                page.get_by_text("'.xlsx' files cannot be read").first.wait_for()
                 page.get_by_text("Documents (1)").first.wait_for()
                 assert (tmp_path / "kb" / "uploads" / "北京介绍.pdf").is_file()
                 shot(page, "2-uploaded.png")

@@ -265,7 +265,8 @@ with tab_docs:
     limit = float(min(base.ui.max_upload_mb, st.get_option("server.maxUploadSize") or base.ui.max_upload_mb))
     uploaded = st.file_uploader(
         f"Add documents — drag and drop or browse (PDF, DOCX, HTML, Markdown, text; up to {limit:g} MB each)",
-        type=services.supported_suffixes(), accept_multiple_files=True,
+        # no type filter: the browser would drop other files silently; each is reported instead
+        accept_multiple_files=True,
         key=f"uploader_{state.uploader_gen}",
     )
     if uploaded:
