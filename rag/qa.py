@@ -141,10 +141,17 @@ class PackedSource:
     lo: int
     hi: int
     text: str
+    pages: set = field(default_factory=set)
+    """Pages of the chunks widened into it (besides the hit's own)."""
+
+    def page_range(self) -> list[int] | None:
+        pages = sorted(p for p in self.pages | {self.hit.page} if p is not None)
+        return [pages[0], pages[-1]] if pages else None
 
     def to_dict(self) -> dict[str, Any]:
         h = self.hit
         return {
+            "pages": self.page_range(),
             "n": self.n,
             "doc_id": h.doc_id,
             "source": h.source,
@@ -459,6 +466,7 @@ class QAChain(EventChain):
                         keep, gone = (s, other) if sources.index(s) < sources.index(other) else (other, s)
                         first, second = (s, other) if side == 1 else (other, s)
                         text = merge_overlapping(first.text, second.text)
+                        keep.pages |= gone.pages | {gone.hit.page}
                         saved = count(keep.text) + count(gone.text) + self._block_cost(gone) - count(text)
                         keep.text, keep.lo, keep.hi = text, min(s.lo, other.lo), max(s.hi, other.hi)
                         sources.remove(gone)
@@ -471,6 +479,7 @@ class QAChain(EventChain):
                     if used + cost > limit:
                         continue
                     s.text = text
+                    s.pages.add(by_index[idx].page)
                     used += cost
                     if side == 1:
                         s.hi = idx

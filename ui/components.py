@@ -23,10 +23,15 @@ _CITATION = re.compile(r"\[(\d{1,3})\]")
 
 
 def source_label(src: dict) -> str:
-    """``[2] 年报.pdf · p. 3`` for a source dict of ``KnowledgeBase.ask``."""
+    """``[2] 年报.pdf · p. 3`` (``pp. 3–4`` when the passage runs over a page break) for a source
+    dict of ``KnowledgeBase.ask``."""
     name = src.get("file_name") or Path(str(src.get("source", ""))).name or src.get("title") or "?"
     page = src.get("page")
-    where = f" · p. {page}" if page else ""
+    pages = src.get("pages") or []
+    if len(pages) == 2 and pages[0] != pages[1]:  # a passage widened over a page break
+        where = f" · pp. {pages[0]}–{pages[1]}"
+    else:
+        where = f" · p. {page}" if page else ""
     return f"[{src.get('n', '?')}] {name}{where}"
 
 
