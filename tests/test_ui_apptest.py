@@ -320,10 +320,22 @@ def test_delete_document_removes_it_and_its_upload(app, kb_settings):
     upload(app, [("北京.txt", BEIJING.encode()), ("武汉.txt", WUHAN.encode())])
     kb = _kb(app)
     beijing = next(d for d in kb.documents() if "北京.txt" in d.file_names)
+    assert "**Last upload**" in texts(app)
+    # the first click asks; Cancel keeps the document
     app.button(key=f"del_{beijing.doc_id}").click()
     run(app)
+    assert "Delete **北京.txt**?" in texts(app) and len(kb.documents()) == 2
+    app.button(key="confirm_delete_doc_no").click()
+    run(app)
+    assert "Delete **北京.txt**?" not in texts(app) and len(kb.documents()) == 2
+    # asked again and confirmed: gone, said so, and the stale upload panel is gone too
+    app.button(key=f"del_{beijing.doc_id}").click()
+    run(app)
+    app.button(key="confirm_delete_doc_yes").click()
+    run(app)
     assert [d.file_names for d in kb.documents()] == [["武汉.txt"]]
-    assert "Documents (1)" in texts(app)
+    page = texts(app)
+    assert "Documents (1)" in page and "Deleted 北京.txt." in page and "**Last upload**" not in page
     assert not (Path(kb_settings.store.dir) / "uploads" / "北京.txt").exists()
 
 

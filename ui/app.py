@@ -298,6 +298,8 @@ with tab_docs:
                 state.upload_results.pop(state.kb_name, None)
                 st.rerun()
 
+    if state.get("deleted_message"):
+        st.success(state.pop("deleted_message"), icon=":material/delete:")
     st.subheader(f"Documents ({len(docs)})")
     if not docs:
         st.info("This knowledge base is empty. Drop files above to add them.")
@@ -314,10 +316,22 @@ with tab_docs:
             cols[2].write(str(d.chunk_count))
             cols[3].write(ui.when(d.added_at))
             if cols[4].button("", icon=":material/delete:", key=f"del_{d.doc_id}", help=f"Delete {doc_names[d.doc_id]}"):
-                with st.spinner(f"Deleting {doc_names[d.doc_id]}…"):
-                    services.delete_document(kb, d.doc_id)
-                st.toast(f"Deleted {doc_names[d.doc_id]}")
+                state.confirm_delete_doc = d.doc_id
                 st.rerun()
+            if state.get("confirm_delete_doc") == d.doc_id:
+                st.warning(f"Delete **{doc_names[d.doc_id]}**? It leaves the knowledge base and its uploaded "
+                           "file is deleted.")
+                yes, no = st.columns(2)
+                if yes.button("Yes, delete", type="primary", key="confirm_delete_doc_yes"):
+                    with st.spinner(f"Deleting {doc_names[d.doc_id]}…"):
+                        services.delete_document(kb, d.doc_id)
+                    state.confirm_delete_doc = None
+                    state.upload_results.pop(state.kb_name, None)  # its outcomes are stale now
+                    state.deleted_message = f"Deleted {doc_names[d.doc_id]}."
+                    st.rerun()
+                if no.button("Cancel", key="confirm_delete_doc_no"):
+                    state.confirm_delete_doc = None
+                    st.rerun()
         with st.expander("Re-index"):
             st.caption("Read the documents' files again: changed files are re-indexed, unchanged ones "
                        "are skipped. 'Rebuild' re-splits and re-embeds everything (after changing "
