@@ -7,6 +7,7 @@ are uploaded through AppTest's file_uploader support, so the real upload handler
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -335,6 +336,8 @@ def test_delete_document_removes_it_and_its_upload(app, kb_settings):
     run(app)
     assert [d.file_names for d in kb.documents()] == [["武汉.txt"]]
     page = texts(app)
+    # every figure of a document row carries its label (columns stack on a narrow screen)
+    assert re.search(r"武汉\.txt  \n`[0-9a-f]{12}` · text · 1 page\(s\) · 1 chunk\(s\) · added \d{4}-", page), page
     assert "Documents (1)" in page and "Deleted 北京.txt." in page and "**Last upload**" not in page
     assert not (Path(kb_settings.store.dir) / "uploads" / "北京.txt").exists()
 

@@ -304,18 +304,14 @@ with tab_docs:
     if not docs:
         st.info("This knowledge base is empty. Drop files above to add them.")
     else:
-        header = st.columns([5, 1, 1, 2, 1])
-        for col, text in zip(header, ["File", "Pages", "Chunks", "Added"]):
-            col.markdown(f"**{text}**")
         for d in docs:
-            cols = st.columns([5, 1, 1, 2, 1], vertical_alignment="center")
+            # each figure carries its own label, so a narrow screen (where columns stack) keeps them
+            cols = st.columns([8, 1], vertical_alignment="center")
             stems = {Path(n).stem for n in d.file_names}
             title = f" — {d.title}" if d.title and d.title not in d.file_names and d.title not in stems else ""
-            cols[0].markdown(f"{doc_names[d.doc_id]}{title}  \n`{d.doc_id[:12]}` · {d.file_type}")
-            cols[1].write(str(d.pages))
-            cols[2].write(str(d.chunk_count))
-            cols[3].write(ui.when(d.added_at))
-            if cols[4].button("", icon=":material/delete:", key=f"del_{d.doc_id}", help=f"Delete {doc_names[d.doc_id]}"):
+            cols[0].markdown(f"{doc_names[d.doc_id]}{title}  \n`{d.doc_id[:12]}` · {d.file_type} · "
+                             f"{d.pages} page(s) · {d.chunk_count} chunk(s) · added {ui.when(d.added_at)}")
+            if cols[1].button("", icon=":material/delete:", key=f"del_{d.doc_id}", help=f"Delete {doc_names[d.doc_id]}"):
                 state.confirm_delete_doc = d.doc_id
                 st.rerun()
             if state.get("confirm_delete_doc") == d.doc_id:
