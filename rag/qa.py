@@ -24,9 +24,9 @@ Steps (each an LCEL Runnable, run with the caller's config so callbacks and trac
 3. ``pack``: the prompt is filled up to the model's real window:
    ``LoadedModel.context_window − LoadedModel.max_new_tokens`` minus system prompt, instruction,
    question and history, all measured with the model's own tokenizer on the exact prompt text
-   (``chat_model.format_prompt`` where the backend has it). Larger windows take more passages
-   (``k × min(4, window // 4096)``) and then widen each passage with its neighbouring chunks,
-   round by round, until the room is used or whole documents are in. A passage that does not fit
+   (``chat_model.format_prompt`` where the backend has it). ``k`` passages, best first; a
+   larger window widens each passage with its neighbouring chunks, round by round, until the
+   room is used or whole documents are in. A passage that does not fit
    whole is cut; history turns are dropped oldest first; a final exact count guarantees the limit.
 4. ``generate``: system prompt + instruction (Chinese for a Chinese question, English otherwise)
    with the numbered ``<source>`` blocks; the backend formats them for Alpaca-2 (``[INST]``).
@@ -345,9 +345,8 @@ class QAChain(EventChain):
     def _retrieve(self, state: dict) -> list[Hit]:
         """Hits for the question as asked, fused with those for the rewrite when there is one:
         a poor rewrite adds passages but never removes the ones the question itself finds first."""
-        k = state["k"] or getattr(self.retriever, "k", None) or self.retriever.settings.k
-        factor = max(1, min(4, self.model.context_window // 4096)) if self.expand else 1
-        want = int(k) * factor
+        # exactly k passages, as the user asked; a larger window is used by widening them
+        want = int(state["k"] or getattr(self.retriever, "k", None) or self.retriever.settings.k)
         asked = self.retriever.search(state["question"], k=want, doc_ids=state["doc_ids"])
         if state["standalone_question"] == state["question"]:
             return asked

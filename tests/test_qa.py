@@ -108,7 +108,7 @@ def test_prompt_never_exceeds_the_window(long_kb, window, reserve):
         assert all(s["chunks"] == [0, whole[s["doc_id"]] - 1] for s in result["sources"])
 
 
-def test_larger_windows_get_more_and_longer_passages(long_kb):
+def test_larger_windows_get_longer_passages_and_never_more_than_k(long_kb):
     small = use(long_kb, fake_loaded_model(2048, 256))
     r_small = long_kb.ask("第十二节讨论的工作投入了多少资金？", k=3)
     big = use(long_kb, fake_loaded_model(16384, 512))
@@ -118,6 +118,9 @@ def test_larger_windows_get_more_and_longer_passages(long_kb):
     # (passages of one document that meet are merged, so count documents, not passages)
     assert {s["doc_id"] for s in r_big["sources"]} >= {s["doc_id"] for s in r_small["sources"]}
     assert text_big > 2 * text_small
+    assert len(r_big["sources"]) <= 3 and len(r_small["sources"]) <= 3  # k, whatever the window
+    scores = [s["score"] for s in r_big["sources"]]
+    assert scores == sorted(scores, reverse=True)  # in the order of their relevance
     widened = [s for s in r_big["sources"] if s["chunks"][1] > s["chunks"][0]]
     assert widened, "neighbouring chunks are added when there is room"
     # a widened passage is the document's text without repeated overlaps
