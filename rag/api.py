@@ -147,7 +147,8 @@ class KnowledgeBase:
 
     def stream_ask(self, question: str, history=None, doc_ids: list[str] | None = None, k: int | None = None,
                    mode: str | None = None) -> Iterator[dict]:
-        """``{"type": "token", "text"}`` events, then one ``{"type": "final", "answer", "sources", ...}``."""
+        """``{"type": "sources", "sources"}`` once retrieval is done, ``{"type": "token", "text"}``
+        events, then one ``{"type": "final", "answer", "sources", ...}``."""
         yield from self._chain(mode, k, doc_ids).stream({"question": question, "history": history or []})
 
     # -- summaries ----------------------------------------------------------------------------------

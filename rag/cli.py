@@ -133,6 +133,9 @@ def run_ask(args: argparse.Namespace) -> int:
                     print(json.dumps(event, ensure_ascii=False), flush=True)
                 else:
                     print(event["text"], end="", flush=True)
+            elif event["type"] == "sources":
+                if args.json:  # as soon as retrieval is done (text output lists them at the end)
+                    print(json.dumps(event, ensure_ascii=False), flush=True)
             else:
                 final = event
         if args.json:

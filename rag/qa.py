@@ -37,8 +37,9 @@ Result of ``invoke``::
      "text", "score"}], "cited": [1, 2], "standalone_question": str, "language": "zh" | "en",
      "notice": str | None}
 
-``stream`` yields ``{"type": "token", "text": str}`` for each piece of the answer and then one
-``{"type": "final", **result}``.
+``stream`` yields ``{"type": "sources", "sources": [...]}`` as soon as retrieval and packing are
+done (before the model starts), ``{"type": "token", "text": str}`` for each piece of the answer
+and then one ``{"type": "final", **result}``.
 """
 
 from __future__ import annotations
@@ -199,8 +200,9 @@ def system_prompt_text(value: str | None) -> str:
 
 
 class EventChain(Runnable[Any, dict]):
-    """A Runnable whose ``stream`` yields ``{"type": "token", "text"}`` events and then one
-    ``{"type": "final", ...}``; ``invoke`` returns the final event's fields, ``astream`` and
+    """A Runnable whose ``stream`` yields ``{"type": "token", "text"}`` events (after one
+    ``{"type": "sources", "sources"}`` event as soon as retrieval is done, when passages were
+    found) and then one ``{"type": "final", ...}``; ``invoke`` returns the final event's fields, ``astream`` and
     ``ainvoke`` do the same from async code. Subclasses write ``stream``."""
 
     @property
@@ -286,6 +288,8 @@ class QAChain(EventChain):
             yield {"type": "token", "text": packed["answer"]}
             yield {"type": "final", **packed}
             return
+        # the sources are known before the model starts: shown while it writes
+        yield {"type": "sources", "sources": [s.to_dict() for s in packed.sources]}
         # what the model writes is shown without markup or echoes of our instructions
         echoes = qa_echo_texts(packed.language) + (self.system_prompt,)
         cleaner = CleanStream(echoes)

@@ -219,7 +219,6 @@ class QuoteChain(EventChain):
         score_sentences(question, sentences, {n: float(h.score) for n, h in enumerate(hits, 1)}, self.embedder)
         quotes = choose(sentences, self.sentences, cosine_floor(getattr(self.embedder, "name", "")))
         answer = quote_answer(quotes)
-        yield {"type": "token", "text": answer}
         sources = []
         for n, hit in enumerate(hits, 1):
             sources.append({
@@ -228,6 +227,8 @@ class QuoteChain(EventChain):
                 "text": hit.text, "score": round(float(hit.score), 4),
                 "quotes": [[q.start, q.end] for q in quotes if q.n == n],
             })
+        yield {"type": "sources", "sources": sources}
+        yield {"type": "token", "text": answer}
         yield {"type": "final", "answer": answer, "sources": sources, "cited": sorted({q.n for q in quotes}),
                "standalone_question": question, "searched_for": searched, "language": language,
                "notice": self.notice, "found": True, "mode": "quote", "quotes": [{"n": q.n, "text": q.text, "score": round(q.score, 4)} for q in quotes]}

@@ -183,10 +183,13 @@ def test_nothing_relevant_gives_the_fixed_message_without_a_model_call(kb):
 def test_stream_events(kb):
     use(kb, fake_loaded_model(4096, 64))
     events = list(kb.stream_ask("大熊猫吃什么？"))
-    assert [e["type"] for e in events[:-1]] == ["token"] * (len(events) - 1) and len(events) > 2
+    # the sources first, as soon as they are known; then the answer's pieces
+    assert events[0]["type"] == "sources" and events[0]["sources"][0]["file_name"] == "panda.md"
+    assert [e["type"] for e in events[1:-1]] == ["token"] * (len(events) - 2) and len(events) > 3
     final = events[-1]
     assert final["type"] == "final"
-    assert "".join(e["text"] for e in events[:-1]).strip() == final["answer"]
+    assert "".join(e["text"] for e in events[1:-1]).strip() == final["answer"]
+    assert events[0]["sources"] == final["sources"]
     assert {"answer", "sources", "notice", "standalone_question"} <= set(final)
 
 
@@ -200,7 +203,7 @@ def test_async_stream_has_the_same_events(kb):
         return [e async for e in chain.astream({"question": "大熊猫吃什么？"})], await chain.ainvoke("大熊猫吃什么？")
 
     events, result = asyncio.run(collect())
-    assert events[-1]["type"] == "final" and events[0]["type"] == "token"
+    assert events[-1]["type"] == "final" and events[0]["type"] == "sources" and events[1]["type"] == "token"
     assert events[-1]["answer"] == result["answer"] and result["sources"][0]["file_name"] == "panda.md"
 
 

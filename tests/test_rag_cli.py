@@ -76,7 +76,7 @@ def test_ask_json_and_stream(kb, fake_model, capsys):
     assert cli.main(["ask", "中国的首都是哪座城市？", "--kb", str(kb.store.dir), "--stream", "--json",
                      "--answer-mode", "generate"]) == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert events[0]["type"] == "token" and events[-1]["type"] == "final"
+    assert [e["type"] for e in events[:2]] == ["sources", "token"] and events[-1]["type"] == "final"
 
 
 def test_model_option_overrides_settings(kb, monkeypatch, capsys):

@@ -396,17 +396,24 @@ with tab_chat:
                 kb_view = kb if mode == "quote" else services.with_model(kb, model)
                 final: dict = {}
 
+                slot = st.empty()
+                with slot.container():
+                    answer_area = st.container()
+                    sources_area = st.empty()  # filled as soon as retrieval is done
+
                 def tokens():
                     for event in kb_view.stream_ask(question, history=history, doc_ids=doc_ids, k=int(state.k),
                                                     mode=mode):
                         if event.get("type") == "token":
                             yield event.get("text", "")
+                        elif event.get("type") == "sources":
+                            with sources_area.container():
+                                ui.render_sources(event.get("sources") or [])
                         elif event.get("type") == "final":
                             final.update(event)
 
-                slot = st.empty()
                 try:
-                    with slot.container():
+                    with answer_area:
                         with st.spinner("Searching the documents and answering…"):
                             streamed = st.write_stream(tokens())
                 except Exception as exc:
