@@ -227,9 +227,12 @@ def test_a_hung_model_process_is_ended_and_restarted(monkeypatch):
         lm.chat_model.worker.close()
 
 
-def test_a_closed_model_stays_closed():
+def test_a_closed_model_stays_closed_and_leaves_no_log():
     lm = load_chat_model(ModelSettings(max_new_tokens=4))
+    log = lm.chat_model.worker.log_path
+    assert log.is_file()
     lm.chat_model.worker.close()
+    assert not log.exists()  # a clean end keeps no log (a crash's log is named in its error)
     with pytest.raises(ModelError, match="was closed"):
         lm.count_tokens("你好")
     assert lm.chat_model.worker.restarts == 0

@@ -72,6 +72,20 @@ def _rebuild(error: tuple) -> BaseException:
     return _TRAVELLING_ERRORS.get(name, ModelError)(*fields)
 
 
+LOG_KEEP_DAYS = 7
+
+
+def _remove_old_logs(folder: Path) -> None:
+    """Model-process logs older than LOG_KEEP_DAYS (those of crashes are kept that long)."""
+    cutoff = time.time() - LOG_KEEP_DAYS * 86400
+    for log in folder.glob("model-*.log"):
+        try:
+            if log.stat().st_mtime < cutoff:
+                log.unlink()
+        except OSError:
+            pass
+
+
 class ModelWorker:
     """Starts, talks to and restarts one model process. Thread-safe."""
 
@@ -111,6 +125,7 @@ class ModelWorker:
         # which a crash report names, instead of the app's terminal
         logs = Path(tempfile.gettempdir()) / "alpaca-docqa"
         logs.mkdir(parents=True, exist_ok=True)
+        _remove_old_logs(logs)
         self.log_path = logs / f"model-{os.getpid()}-{int(time.time() * 1000)}.log"
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[2])  # so `rag` imports from any cwd
@@ -197,6 +212,8 @@ class ModelWorker:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+            if proc.returncode == 0 and self.log_path is not None:  # a clean end: nothing to keep
+                self.log_path.unlink(missing_ok=True)
 
     def __del__(self):  # pragma: no cover - best effort at interpreter exit
         try:
