@@ -43,6 +43,14 @@ from rag.summarize import (
 )
 
 
+def stand_in_would_answer(settings: Settings, model: LoadedModel | None = None) -> bool:
+    """Whether the packaged stand-in answers: ``model``'s own flag when it is loaded, else
+    whether no model is named (decided without loading anything)."""
+    if model is not None:
+        return bool(model.is_stand_in)
+    return not settings.model.name.strip()
+
+
 class KnowledgeBase:
     """A knowledge base directory with its store, ingestor, retriever and (lazy) chat model."""
 
@@ -126,8 +134,7 @@ class KnowledgeBase:
             raise ValueError(f"unknown answer mode {mode!r}: auto, generate or quote")
         if mode != "auto":
             return mode
-        stand_in = self._model.is_stand_in if self._model is not None else not self.settings.model.name.strip()
-        return "quote" if stand_in else "generate"
+        return "quote" if stand_in_would_answer(self.settings, self._model) else "generate"
 
     def quote_chain(self, k: int | None = None, doc_ids: Sequence[str] | None = None) -> Runnable:
         """Runnable: ``{"question"}`` → the passages' best sentences with citations (rag.quotes);

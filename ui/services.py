@@ -544,6 +544,6 @@ def conversation_store(kb_dir: Path | str):
 
 def stand_in_answers(settings: Settings, injected_model=None) -> bool:
     """Whether the packaged stand-in model would answer, decided without loading any model."""
-    if injected_model is not None:
-        return bool(injected_model.is_stand_in)
-    return not settings.model.name.strip()
+    from rag.api import stand_in_would_answer
+
+    return stand_in_would_answer(settings, injected_model)
