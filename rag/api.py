@@ -116,13 +116,20 @@ class KnowledgeBase:
         return self.retriever.search(question, k=k, doc_ids=doc_ids)
 
     def qa_chain(self, k: int | None = None, doc_ids: Sequence[str] | None = None) -> Runnable:
-        """Runnable: ``{"question", "history": [(user, assistant), ...]}`` → answer dict (rag.qa)."""
+        """Runnable: ``{"question", "history": [(user, assistant), ...]}`` → answer dict (rag.qa).
+
+        The prompt is packed within ``settings.answer.context_budget``; with ``auto`` the model's
+        prompt speed is measured on first use (a few seconds, then kept; rag.models.speed)."""
+        from rag.models.speed import context_budget_tokens
+
+        model = self.model
         return QAChain(
-            self.model,
+            model,
             self.retriever,
             k=k,
             doc_ids=doc_ids,
             system_prompt=self.settings.model.system_prompt,
+            context_budget=context_budget_tokens(self.settings.answer, model),
         )
 
     def answer_mode(self, mode: str | None = None) -> str:

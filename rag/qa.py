@@ -24,9 +24,10 @@ Steps (each an LCEL Runnable, run with the caller's config so callbacks and trac
 3. ``pack``: the prompt is filled up to the model's real window:
    ``LoadedModel.context_window − LoadedModel.max_new_tokens`` minus system prompt, instruction,
    question and history, all measured with the model's own tokenizer on the exact prompt text
-   (``chat_model.format_prompt`` where the backend has it). ``k`` passages, best first; a
-   larger window widens each passage with its neighbouring chunks, round by round, until the
-   room is used or whole documents are in. A passage that does not fit
+   (``chat_model.format_prompt`` where the backend has it). ``k`` passages, best first; the
+   room up to ``context_budget`` (None: the window; see rag.models.speed) widens each passage
+   with its neighbouring chunks, best passage first, round by round, until the budget is used
+   or whole documents are in. A passage that does not fit
    whole is cut; history turns are dropped oldest first; a final exact count guarantees the limit.
 4. ``generate``: system prompt + instruction (Chinese for a Chinese question, English otherwise)
    with the numbered ``<source>`` blocks; the backend formats them for Alpaca-2 (``[INST]``).
@@ -257,6 +258,7 @@ class QAChain(EventChain):
         max_history_turns: int = MAX_HISTORY_TURNS,
         expand: bool = True,
         language: str | None = None,
+        context_budget: int | None = None,
     ) -> None:
         self.model = model
         self.retriever = retriever
@@ -268,6 +270,7 @@ class QAChain(EventChain):
         self.language = language
         self.meter = PromptMeter(model)
         self.limit = model.context_window - model.max_new_tokens
+        self.context_budget = context_budget
         chat = model.chat_model
         own = hasattr(chat, "max_new_tokens")  # our backends and the fake take it per call
         self._llm = chat.bind(max_new_tokens=model.max_new_tokens) if own else chat
@@ -415,7 +418,9 @@ class QAChain(EventChain):
                     sources.append(PackedSource(n, hit, hit.chunk, hit.chunk, text))
             break
         if self.expand and sources:
-            used = self._widen(sources, used, limit)
+            # widening is what fills a large window; the budget keeps a CPU's first token near
+            budget = limit if self.context_budget is None else min(limit, self.context_budget)
+            used = self._widen(sources, used, budget)
         # exact check of the real prompt; estimates above may be off by a few tokens per join
         while True:
             blocks = [source_block(s.n, s.text, s.hit.file_name, s.hit.page, s.hit.title) for s in sources]
@@ -546,6 +551,7 @@ class QAChain(EventChain):
             "notice": self.model.notice,
             "found": True,
             "prompt_tokens": packed.prompt_tokens,
+            "context_budget": self.context_budget,
         }
 
 

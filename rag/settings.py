@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import (
@@ -130,6 +130,14 @@ class AnswerSettings(BaseModel):
     own best sentences with citations, no model (rag.quotes). ``auto``: quotes while only the
     packaged stand-in model is available, generated answers with a configured model."""
     quote_sentences: int = Field(2, ge=1, le=10)
+    context_budget: Literal["auto", "window"] | Annotated[int, Field(ge=256)] = "auto"
+    """How much of the model's window a generated answer's prompt may fill. ``auto``: as much as
+    the model reads within ``first_token_s`` (its prompt speed is measured once, see
+    rag.models.speed), so two CPU cores answer in seconds while a GPU still gets the whole
+    window. ``window``: the whole window. A number: that many tokens. The k passages always go
+    in; the budget limits how far they are widened with their neighbouring chunks."""
+    first_token_s: float = Field(10.0, gt=0)
+    """The wait for the first word of an answer that ``context_budget = "auto"`` aims at."""
 
 
 class UISettings(BaseModel):

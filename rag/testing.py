@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
@@ -114,6 +115,8 @@ class FakeChatModel(BaseChatModel):
     responder: Callable[[Sequence[BaseMessage]], str] | None = None
     strict: bool = True
     piece_chars: int = 3
+    prompt_tokens_per_s: float | None = None
+    """Set: each call sleeps as long as reading its prompt at this speed would take."""
     calls: list[FakeCall] = Field(default_factory=list)
     lock: Any = Field(default_factory=threading.Lock, exclude=True)
 
@@ -150,6 +153,8 @@ class FakeChatModel(BaseChatModel):
             raise ContextOverflow(
                 f"prompt {tokens} + max_new_tokens {max_new} > context window {self.context_window}"
             )
+        if self.prompt_tokens_per_s:
+            time.sleep(tokens / self.prompt_tokens_per_s)
         answer = (self.responder or default_responder)(messages)
         call.answer = _truncate_tokens(answer, max_new)
         return call.answer
@@ -184,11 +189,20 @@ def fake_loaded_model(
     responder: Callable[[Sequence[BaseMessage]], str] | None = None,
     notice: str | None = None,
     strict: bool = True,
+    prompt_tokens_per_s: float | None = None,
 ) -> LoadedModel:
-    """A :class:`LoadedModel` around a :class:`FakeChatModel` (``.chat_model`` to inspect calls)."""
+    """A :class:`LoadedModel` around a :class:`FakeChatModel` (``.chat_model`` to inspect calls).
+
+    Without ``prompt_tokens_per_s`` the fake reads prompts instantly and says so (its prompt
+    speed is preset, so no measuring calls appear in ``.calls``); with it, each call sleeps as
+    reading would take and rag.models.speed measures the fake like a real model."""
+    from rag.models.speed import PromptSpeed
+
     chat = FakeChatModel(
-        context_window=context_window, max_new_tokens=max_new_tokens, responder=responder, strict=strict
+        context_window=context_window, max_new_tokens=max_new_tokens, responder=responder, strict=strict,
+        prompt_tokens_per_s=prompt_tokens_per_s,
     )
+    instant = PromptSpeed(tokens_per_s=1e12, overhead_s=0.0, probe_tokens=0)
     return LoadedModel(
         chat_model=chat,
         count_tokens=chat.count_tokens,
@@ -198,6 +212,7 @@ def fake_loaded_model(
         is_stand_in=False,
         notice=notice,
         max_new_tokens=max_new_tokens,
+        prompt_speed=None if prompt_tokens_per_s else instant,
     )
 
 

@@ -157,3 +157,30 @@ def test_window_beyond_what_the_variant_handles_gives_a_notice(tmp_path):
     assert "beyond the 4096" in notice(context_length=8192) and "ROPE_NTK" in notice(context_length=8192)
     assert notice(context_length=16384, rope_ntk=True) is None  # NTK: 12K-18K for 4K models
     assert "beyond the 18432" in notice(context_length=20000, rope_ntk=True)
+
+
+def test_the_fixed_prompt_prefix_is_not_read_again_for_the_next_question(stand_in):
+    """System prompt, rules and material header come first in every QA prompt, so llama.cpp
+    keeps their KV cache and reads only what changed: a CPU saves that time on every question."""
+    import llama_cpp
+
+    from rag.prompts_qa import source_block
+    from rag.qa import QAChain
+
+    chat = stand_in.chat_model
+    qa = QAChain(stand_in, retriever=None)
+
+    def read_tokens(question: str, passage: str) -> tuple[list[int], int]:
+        messages = qa._messages(question, [], [source_block(1, passage, "spec.pdf", 3, "")], "en")
+        tokens, _ = chat.prompt_tokens(messages)
+        ctx = chat.llm._ctx.ctx
+        llama_cpp.llama_perf_context_reset(ctx)
+        chat.invoke(messages, max_new_tokens=1)
+        return tokens, llama_cpp.llama_perf_context(ctx).n_p_eval
+
+    first, _ = read_tokens("What is the default glob weight?", "The default weight value is 50. " * 10)
+    second, evaluated = read_tokens("Which command updates the database?", "Run update-mime-database. " * 10)
+    shared = next(i for i, (a, b) in enumerate(zip(first, second)) if a != b)
+    fixed = chat.prompt_tokens(qa._messages("", [], [], "en"))[0]
+    assert shared >= len(fixed) - 8  # the whole fixed part is common to both prompts
+    assert evaluated == len(second) - shared  # and only the rest was read

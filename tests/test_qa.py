@@ -337,3 +337,58 @@ def test_streamed_answer_equals_the_cleaned_answer_piece_by_piece(text, step):
         assert raw not in shown
     if "std::vector" in text:  # code is kept as written; HTML outside it is not
         assert "`std::vector<int>`" in shown and "List<String> a;" in shown and "a < b" in shown
+
+
+def _with_answer_settings(kb, **answer):
+    kb.settings = kb.settings.model_copy(update={"answer": kb.settings.answer.model_copy(update=answer)})
+
+
+def test_auto_context_budget_follows_the_measured_prompt_speed(long_kb):
+    """A slow reader (4000 tokens/s, target 0.5 s) gets about 2000 tokens of context: the same
+    passages as with the whole window, widened less; ``window`` fills the 16K window."""
+    from rag.models.speed import MIN_BUDGET_TOKENS
+
+    question = "第十二节讨论的工作投入了多少资金？"
+    try:
+        slow = fake_loaded_model(16384, 256, prompt_tokens_per_s=4000)
+        use(long_kb, slow)
+        _with_answer_settings(long_kb, context_budget="auto", first_token_s=0.5)
+        auto = long_kb.ask(question, k=3)
+        measured = slow.prompt_speed
+        assert measured is not None and 2000 < measured.tokens_per_s < 8000  # measured, not assumed
+        budget = auto["context_budget"]
+        assert MIN_BUDGET_TOKENS <= budget < 16384 - 256
+        assert abs(budget - measured.tokens_within(0.5)) <= 1
+        assert slow.chat_model.calls[-1].prompt_tokens <= budget + 2
+
+        _with_answer_settings(long_kb, context_budget="window")
+        whole = long_kb.ask(question, k=3)
+        assert whole["context_budget"] is None
+        assert whole["prompt_tokens"] > 2 * auto["prompt_tokens"]
+        # the budget only limits widening: every passage found is in both (the whole window
+        # may merge two passages of one document that its widening made meet)
+        assert len(auto["sources"]) == 3
+        for s in auto["sources"]:
+            assert any(w["doc_id"] == s["doc_id"] and w["chunks"][0] <= s["chunk"] <= w["chunks"][1]
+                       for w in whole["sources"])
+
+        _with_answer_settings(long_kb, context_budget=600)
+        fixed = long_kb.ask(question, k=3)
+        assert fixed["context_budget"] == 600 and fixed["prompt_tokens"] <= max(600, auto["prompt_tokens"])
+    finally:
+        _with_answer_settings(long_kb, context_budget="auto", first_token_s=10.0)
+
+
+def test_a_budget_below_the_k_passages_still_sends_all_k(long_kb):
+    question = "第十二节讨论的工作投入了多少资金？"
+    use(long_kb, fake_loaded_model(16384, 256))
+    try:
+        _with_answer_settings(long_kb, context_budget=256)
+        result = long_kb.ask(question, k=4)
+        hits = long_kb.retrieve(question, k=4)
+        assert len(hits) == 4
+        found = {(h.doc_id, h.chunk) for h in hits}
+        sent = {(s["doc_id"], c) for s in result["sources"] for c in range(s["chunks"][0], s["chunks"][1] + 1)}
+        assert sent == found  # every passage found is sent (retrieval is never cut for speed), none widened
+    finally:
+        _with_answer_settings(long_kb, context_budget="auto")

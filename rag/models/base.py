@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from langchain_core.language_models import BaseChatModel
 
@@ -27,6 +27,11 @@ class LoadedModel:
     """A sentence to show wherever answers are shown (e.g. that a stand-in model is answering,
     or that a base model is continuing text rather than chatting)."""
     max_new_tokens: int = 512
+    identity: str = ""
+    """What makes this model's speed what it is (file, backend, threads, GPU layers, CPUs); the
+    key under which rag.models.speed keeps its measured prompt speed. Empty: not kept on disk."""
+    prompt_speed: Any = None
+    """rag.models.speed.PromptSpeed once measured."""
 
 
 def truncate_to_tokens(text: str, tokens: int, count_tokens: Callable[[str], int]) -> str:

@@ -247,6 +247,21 @@ def beyond_window_notice(name: str, window: int, rope: Any) -> str | None:
     )
 
 
+def model_identity(res: Resolved, ms: Any, context_window: int) -> str:
+    """What the model's speed depends on, as one string (see LoadedModel.identity)."""
+    path = Path(res.path)
+    stamp = ""
+    try:
+        stat = path.stat()
+        stamp = f"{stat.st_size}:{int(stat.st_mtime)}"
+    except OSError:
+        pass  # a server URL or a Hub id
+    parts = [res.backend, res.path, stamp, str(context_window), f"threads={ms.n_threads}",
+             f"gpu_layers={ms.n_gpu_layers}", f"device={ms.device}", f"cpus={os.cpu_count()}",
+             f"8bit={ms.load_in_8bit}", f"4bit={ms.load_in_4bit}"]
+    return "|".join(parts)
+
+
 def plan_load(settings: Any) -> Resolved:
     """Decide what to load (backend, local file or folder) without loading it: resolving names,
     downloads and their errors happen here, in the caller's process."""
@@ -346,4 +361,5 @@ def build_loaded(res: Resolved, ms: Any) -> LoadedModel:
         is_stand_in=is_stand_in,
         notice=" ".join(notices) or None,
         max_new_tokens=ms.max_new_tokens,
+        identity=model_identity(res, ms, int(chat.context_window)),
     )

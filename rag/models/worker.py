@@ -351,6 +351,7 @@ def load_in_worker(plan: Any, model_settings: Any) -> LoadedModel:
         is_stand_in=info["is_stand_in"],
         notice=info["notice"],
         max_new_tokens=info["max_new_tokens"],
+        identity=info.get("identity", ""),
     )
 
 
@@ -383,6 +384,7 @@ def serve(fd: int) -> None:
             "notice": loaded.notice,
             "is_stand_in": loaded.is_stand_in,
             "max_new_tokens": loaded.max_new_tokens,
+            "identity": loaded.identity,
             "rope_report": getattr(chat, "rope_report", None),
             "pid": os.getpid(),
         },
