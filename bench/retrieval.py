@@ -74,7 +74,7 @@ def build_kb(name: str, passages: list[str], embedding: dict, convert=None, log=
     settings = Settings(store={"dir": OUT / name}, embedding=embedding)
     kb = KnowledgeBase(settings=settings, model=fake_loaded_model())
     started = time.time()
-    report = kb.add([files], progress=lambda p: log(f"  {name}: {p.done}/{p.total}") if p.done % 100 == 0 else None)
+    report = kb.add([files], progress=lambda p: log(f"  {name}: {p.done}/{p.total}") if p.finished and p.done % 100 == 0 else None)
     if report.added or report.updated:
         log(f"  {name}: embedded {report.chunks} chunks in {time.time() - started:.0f} s")
     gold = [kb.store.doc_for_source(str(p.resolve())) for p in paths]

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.pipeline import FileFailure, Ingestor, IngestReport, print_report
+    from ingest.pipeline import FileFailure, Ingestor, IngestReport, format_duration, print_report
 
     ingestor = Ingestor(settings)
     report = IngestReport()
@@ -64,13 +64,19 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         if not args.no_progress:  # the bar goes to stderr, so --json output stays clean
             from tqdm import tqdm
 
-            bar = tqdm(total=0, unit="file", desc="ingest", file=sys.stderr, dynamic_ncols=True)
+            bar = tqdm(total=1000, desc="ingest", file=sys.stderr, dynamic_ncols=True,
+                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
 
         def progress(event) -> None:
-            if bar is not None:
-                bar.total = event.total
-                bar.set_postfix_str(f"{Path(event.path).name[:30]} {event.status}", refresh=False)
-                bar.update(1)
+            if bar is None:
+                return
+            bar.n = int(event.fraction * 1000)
+            left = f", about {format_duration(event.eta_s)} left" if event.eta_s is not None else ""
+            bar.set_postfix_str(
+                f"files {event.done}/{event.total}, chunks {event.chunks_done}/{event.chunks_total}{left} · "
+                f"{Path(event.path).name[:30]} {event.status}",
+                refresh=True,
+            )
 
         run = ingestor.ingest(args.paths, progress=progress)
         if bar is not None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -65,13 +66,62 @@ class IngestReport:
 
 @dataclass
 class Progress:
-    """One file finished: what happened to it, and how far along the run is."""
+    """How far along a run is. Sent when a file starts being read (``status="reading"``), after
+    each slice of chunks is embedded (``"embedding"``) and when a file is finished (``added``,
+    ``updated``, ``unchanged`` or ``failed``; then :attr:`finished` is true).
+
+    ``done``/``total`` count files; ``chunks_done``/``chunks_total`` the chunks embedded so far
+    and those read so far (the total grows as files are read). ``fraction`` (0..1) weighs files
+    by size, reading as a fifth of a file's work and embedding as the rest; ``eta_s`` is the
+    time left at the pace so far (None until there is a pace to go by)."""
 
     path: str
-    status: str  # added | updated | unchanged | failed
+    status: str  # reading | embedding | added | updated | unchanged | failed
     done: int
     total: int
     error: str | None = None
+    chunks_done: int = 0
+    chunks_total: int = 0
+    fraction: float = 0.0
+    eta_s: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        """True when ``path`` is finished (one such event per file)."""
+        return self.status in FINISHED
+
+
+FINISHED = frozenset({"added", "updated", "unchanged", "failed"})
+READ_SHARE = 0.2
+"""Share of a file's work that reading and splitting stand for in ``Progress.fraction``."""
+
+
+class _Pace:
+    """Byte-weighted progress of one run and the time left at its pace."""
+
+    def __init__(self, files: list[Path]) -> None:
+        self.size: dict[str, int] = {}
+        for f in files:
+            try:
+                self.size[str(f)] = max(f.stat().st_size, 1)
+            except OSError:
+                self.size[str(f)] = 1
+        self.total = sum(self.size.values()) or 1
+        self.share: dict[str, float] = {}  # source → 0..1 of its work done
+        self.started = time.monotonic()
+
+    def set(self, source: str, share: float) -> None:
+        self.share[source] = max(self.share.get(source, 0.0), min(share, 1.0))
+
+    def fraction(self) -> float:
+        return sum(self.size.get(s, 1) * v for s, v in self.share.items()) / self.total
+
+    def eta(self) -> float | None:
+        f = self.fraction()
+        spent = time.monotonic() - self.started
+        if f < 0.01 or spent < 0.5:
+            return None
+        return max(0.0, spent * (1 - f) / f)
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -156,18 +206,30 @@ class Ingestor:
         batch: list[PreparedDocument] = []
         batch_chunks = 0
         done = 0
+        pace = _Pace(files)
+        chunks = {"done": 0, "total": 0}
+
+        def tell(path: str, status: str, error: str | None = None) -> None:
+            if progress:
+                progress(Progress(path, status, done, total, error, chunks["done"], chunks["total"],
+                                  pace.fraction(), pace.eta()))
 
         def finish(path: str, status: str, error: str | None = None) -> None:
             nonlocal done
             done += 1
-            if progress:
-                progress(Progress(path, status, done, total, error))
+            pace.set(path, 1.0)
+            tell(path, status, error)
+
+        def embedded(doc: PreparedDocument, share: float, n: int) -> None:
+            chunks["done"] += n
+            pace.set(doc.source, READ_SHARE + (1 - READ_SHARE) * share)
+            tell(doc.source, "embedding")
 
         def flush() -> None:
             nonlocal batch, batch_chunks
             if not batch:
                 return
-            self._embed(batch)
+            self._embed(batch, embedded)
             with self.store.writing():
                 written = self.store.put_documents(batch)
             for doc in batch:
@@ -206,7 +268,10 @@ class Ingestor:
                         setattr(report, status, getattr(report, status) + 1)
                         finish(source, status)
                     continue
+                tell(source, "reading")
                 prepared = self._prepare(path, doc_id)
+                pace.set(source, READ_SHARE)
+                chunks["total"] += len(prepared.chunks)
             except DocumentError as exc:
                 report.failed.append(FileFailure(source, exc.reason))
                 finish(source, "failed", exc.reason)
@@ -284,14 +349,22 @@ class Ingestor:
             chunks=chunks,
         )
 
-    def _embed(self, docs: list[PreparedDocument]) -> None:
-        chunks = [c for d in docs for c in d.chunks]
-        # Embedded in Simplified script: the embedder matches a question best when both sides
-        # share a script, and questions are folded the same way (bench: Traditional passages).
-        texts = [to_simplified(self._embedding_text(d, c)) for d in docs for c in d.chunks]
-        vectors = self.embedder.encode_passages(texts)
-        for chunk, vector in zip(chunks, vectors):
-            chunk.vector = vector
+    def _embed(self, docs: list[PreparedDocument],
+               embedded: Callable[[PreparedDocument, float, int], None] | None = None) -> None:
+        """Vectors for the chunks of ``docs``, one embedding batch at a time; after each batch
+        ``embedded(doc, share of doc's chunks done, chunks in the batch)``."""
+        step = max(1, self.settings.embedding.batch_size)
+        for doc in docs:
+            # Embedded in Simplified script: the embedder matches a question best when both sides
+            # share a script, and questions are folded the same way (bench: Traditional passages).
+            texts = [to_simplified(self._embedding_text(doc, c)) for c in doc.chunks]
+            for start in range(0, len(texts), step):
+                part = texts[start : start + step]
+                vectors = self.embedder.encode_passages(part)
+                for chunk, vector in zip(doc.chunks[start : start + len(part)], vectors):
+                    chunk.vector = vector
+                if embedded:
+                    embedded(doc, (start + len(part)) / len(texts), len(part))
 
     def _embedding_text(self, doc: PreparedDocument, chunk: NewChunk) -> str:
         """The heading travels with the chunk text into the vector when it fits the model and
@@ -323,6 +396,16 @@ class Ingestor:
         return removed
 
 
+def format_duration(seconds: float) -> str:
+    """``42 s``, ``3 min 5 s``, ``1 h 2 min``."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
 def print_report(report: IngestReport, stream=sys.stderr) -> None:
     """A short human summary of a run."""
     print(
@@ -336,4 +419,4 @@ def print_report(report: IngestReport, stream=sys.stderr) -> None:
         print(f"  skipped {len(report.skipped)} file(s) of unsupported types", file=stream)
 
 
-__all__ = ["Ingestor", "IngestReport", "FileFailure", "Progress", "discover", "content_id"]
+__all__ = ["Ingestor", "IngestReport", "FileFailure", "Progress", "FINISHED", "discover", "format_duration", "content_id"]

@@ -48,10 +48,31 @@ def button(at: AppTest, key: str):
     return at.button(key=key)
 
 
-def upload(at: AppTest, files: list[tuple[str, bytes]]) -> AppTest:
-    """Drop files on the uploader (the only file_uploader on the page) and run."""
+def upload(at: AppTest, files: list[tuple[str, bytes]], wait: bool = True) -> AppTest:
+    """Drop files on the uploader (the only file_uploader on the page) and run; with ``wait``,
+    run again (as the page's own timer would) until the background ingestion has finished."""
     at.file_uploader[0].set_value([(name, data, "application/octet-stream") for name, data in files])
-    return run(at)
+    run(at)
+    if wait:
+        wait_for_ingestion(at)
+    return at
+
+
+def wait_for_ingestion(at: AppTest, timeout: float = TIMEOUT) -> AppTest:
+    import time
+
+    from ui import services
+
+    settings = services.kb_settings(at.session_state["docqa_settings"], at.session_state["kb_name"])
+    deadline = time.monotonic() + timeout
+    while services.ingest_job(settings) is not None:
+        job = services.ingest_job(settings)
+        if job is not None and job.thread is not None:
+            job.thread.join(timeout=0.5)
+        if time.monotonic() > deadline:
+            raise TimeoutError("the upload did not finish")
+        run(at)
+    return at
 
 
 def ask(at: AppTest, question: str) -> AppTest:

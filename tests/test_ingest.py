@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -269,3 +270,54 @@ def test_cli_json_list_remove_and_exit_codes(tmp_path, embedder):
 
     human = run_cli("--kb", str(kb), "--list", cwd=tmp_path)
     assert "长城.md" in human.stdout
+
+
+class SlowEmbedder:
+    """The real embedder, plus a fixed pause per chunk: the run takes long enough for a pace."""
+
+    def __init__(self, inner, seconds_per_chunk: float):
+        self.inner, self.pause = inner, seconds_per_chunk
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def encode_passages(self, texts):
+        time.sleep(self.pause * len(texts))
+        return self.inner.encode_passages(texts)
+
+
+def test_progress_per_file_and_per_chunk_with_time_left(kb_settings, embedder, tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    sentence = "第{}条：合同双方应当按照约定全面履行自己的义务，不得擅自变更或者解除合同。"
+    for n, size in enumerate((40, 400, 120)):  # sizes differ, so progress must weigh them
+        (folder / f"doc{n}.txt").write_text("".join(sentence.format(i) for i in range(size)), encoding="utf-8")
+    (folder / "empty.txt").write_text("", encoding="utf-8")
+    events = []
+    started = time.monotonic()
+    settings = kb_settings.model_copy(update={"embedding": kb_settings.embedding.model_copy(update={"batch_size": 8})})
+    report = Ingestor(settings, embedder=SlowEmbedder(embedder, 0.01)).ingest(
+        [folder], progress=lambda p: events.append((time.monotonic() - started, p)))
+    assert report.added == 3 and len(report.failed) == 1
+    finished = [p for _, p in events if p.finished]
+    assert sorted(Path(p.path).name for p in finished) == ["doc0.txt", "doc1.txt", "doc2.txt", "empty.txt"]
+    assert [p.done for p in finished] == [1, 2, 3, 4] and all(p.total == 4 for p in finished)
+    # each file is announced while it is read, before it is finished
+    for name in ("doc0.txt", "doc1.txt", "doc2.txt"):
+        statuses = [p.status for _, p in events if Path(p.path).name == name]
+        assert statuses[0] == "reading" and statuses[-1] == "added" and "embedding" in statuses
+    # the big file reports its chunks slice by slice, and the counts add up
+    big = [p for _, p in events if Path(p.path).name == "doc1.txt" and p.status == "embedding"]
+    assert len(big) >= 3
+    embedding = [p for _, p in events if p.status == "embedding"]
+    assert [p.chunks_done for p in embedding] == sorted(p.chunks_done for p in embedding)
+    assert embedding[-1].chunks_done == embedding[-1].chunks_total == report.chunks
+    # overall progress only grows, ends at 1, and the time left is an estimate that shrinks to 0
+    fractions = [p.fraction for _, p in events]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    total_time = events[-1][0]
+    estimates = [(t, p.eta_s) for t, p in events if p.eta_s is not None and 0.2 < p.fraction < 0.8]
+    assert estimates, "a time left is given during the run"
+    for t, eta in estimates:
+        assert 0 < eta < 4 * (total_time - t) + 2  # the right order of magnitude
+    assert events[-1][1].eta_s == pytest.approx(0.0, abs=0.01)

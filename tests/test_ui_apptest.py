@@ -195,6 +195,41 @@ def test_upload_size_limit_is_enforced_with_a_message(tmp_path, fake, embedder):
     assert not (tmp_path / "kb" / "uploads" / "big.txt").exists()
 
 
+def test_chat_works_while_documents_are_being_added(app, fake, monkeypatch):
+    """Files are ingested in the background with their progress shown; meanwhile a question
+    is answered from what is already stored."""
+    import threading
+
+    from ingest.pipeline import Ingestor
+    from tests.helpers_ui import wait_for_ingestion
+
+    upload(app, [("北京.txt", BEIJING.encode())])
+    release = threading.Event()
+    embed = Ingestor._embed
+
+    def held_embed(self, docs, embedded=None):
+        assert release.wait(120), "the test never released the embedder"
+        return embed(self, docs, embedded)
+
+    monkeypatch.setattr(Ingestor, "_embed", held_embed)
+    upload(app, [("武汉.md", f"# 武汉\n\n{WUHAN}".encode())], wait=False)
+    page = texts(app)
+    assert "Adding 1 file(s)" in page and "keep asking questions" in page
+    assert len(app.progress) >= 1  # the bar, with files and stage in its text
+    assert services.ingest_job(services.kb_settings(app.session_state["docqa_settings"], "default")) is not None
+
+    ask(app, "北京的常住人口是多少？")  # answered while the upload is still running
+    answer = "\n".join(m.value for m in app.chat_message[-1].markdown)
+    assert "两千一百万" in answer or "北京是中华人民共和国的首都" in answer
+    assert "Adding 1 file(s)" in texts(app)  # still going
+
+    release.set()
+    wait_for_ingestion(app)
+    page = texts(app)
+    assert "**Last upload** — 1 added" in page and "Documents (2)" in page
+    assert "Adding 1 file(s)" not in page
+
+
 def test_duplicates_are_recognised(app, kb_settings):
     upload(app, [("北京.txt", BEIJING.encode()), ("copy.txt", BEIJING.encode())])
     outcomes = app.session_state["upload_results"]["default"]

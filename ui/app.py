@@ -20,6 +20,7 @@ import streamlit as st  # noqa: E402
 
 from rag.models.registry import list_models  # noqa: E402
 from rag.settings import Settings  # noqa: E402
+from ingest.pipeline import format_duration  # noqa: E402
 from ui import components as ui  # noqa: E402
 from ui import services  # noqa: E402
 
@@ -253,6 +254,38 @@ tab_chat, tab_docs, tab_summary = st.tabs(
 
 # -- documents -------------------------------------------------------------------------------------------
 
+def progress_text(p) -> str:
+    """``2/5 files · 120/300 chunks · about 1 min 5 s left · report.pdf: embedding``"""
+    parts = [f"{p.done}/{p.total} files"]
+    if p.chunks_total:
+        parts.append(f"{p.chunks_done}/{p.chunks_total} chunks")
+    if p.eta_s is not None:
+        parts.append(f"about {format_duration(p.eta_s)} left")
+    doing = {"checking": "checking", "reading": "reading", "embedding": "embedding"}.get(p.status, p.status)
+    if p.name:
+        parts.append(f"{p.name}: {doing}")
+    return " · ".join(parts)
+
+
+@st.fragment(run_every=1.0)
+def ingest_panel() -> None:
+    """Progress of the files being added; redrawn every second on its own while the rest of
+    the page (chat included) works as usual. When the job is done the whole page is redrawn."""
+    job = services.ingest_job(settings)
+    if job is None:
+        return
+    if job.finished:
+        services.take_finished_job(settings)
+        if job.error:
+            state.upload_error = job.error
+        else:
+            state.upload_results[state.kb_name] = job.batch.outcomes
+        st.rerun()
+    with st.container(border=True):
+        st.markdown(f"**Adding {len(job.names)} file(s)** — you can keep asking questions meanwhile.")
+        st.progress(min(max(job.progress.fraction, 0.0), 1.0), text=progress_text(job.progress))
+
+
 def upload_summary(outcomes) -> str:
     counts: dict[str, int] = {}
     for o in outcomes:
@@ -263,32 +296,24 @@ def upload_summary(outcomes) -> str:
 with tab_docs:
     # ui.max_upload_mb is enforced here; Streamlit's server.maxUploadSize (config.toml) caps it too
     limit = float(min(base.ui.max_upload_mb, st.get_option("server.maxUploadSize") or base.ui.max_upload_mb))
+    job = services.ingest_job(settings)
     uploaded = st.file_uploader(
         f"Add documents — drag and drop or browse (PDF, DOCX, HTML, Markdown, text; up to {limit:g} MB each)",
         # no type filter: the browser would drop other files silently; each is reported instead
         accept_multiple_files=True,
         key=f"uploader_{state.uploader_gen}",
+        disabled=job is not None,
     )
-    if uploaded:
+    if uploaded and job is None:
         files = [(f.name, f.getvalue()) for f in uploaded]
-        with st.status(f"Adding {len(files)} file(s)…", expanded=True) as status:
-            bar = st.progress(0.0, text="Checking, saving and reading the files…")
-
-            def on_file(name: str, done: int, total: int, outcome: str) -> None:
-                bar.progress(done / max(total, 1), text=f"{done}/{total} · {name}: {outcome}")
-
-            try:
-                batch = services.ingest_uploads(kb, files, limit, progress=on_file)
-            except Exception as exc:
-                status.update(label="Adding the files failed", state="error")
-                st.error(f"{type(exc).__name__}: {exc}")
-            else:
-                summary = upload_summary(batch.outcomes)
-                status.update(label=f"Done: {summary}", state="error" if batch.failed else "complete",
-                              expanded=False)
-                state.upload_results[state.kb_name] = batch.outcomes
-                state.uploader_gen += 1  # a fresh, empty uploader
-                st.rerun()
+        # ingested in the background: chat and the other tabs stay usable meanwhile
+        services.start_ingest_job(kb, settings, files, limit)
+        state.uploader_gen += 1  # a fresh, empty uploader
+        st.rerun()
+    if job is not None:
+        ingest_panel()
+    if state.get("upload_error"):
+        st.error(f"Adding the files failed: {state.pop('upload_error')}")
     results = state.upload_results.get(state.kb_name)
     if results:
         with st.container(border=True):
@@ -338,7 +363,9 @@ with tab_docs:
                     bar = st.progress(0.0)
 
                     def on_reindex(p) -> None:
-                        bar.progress(p.done / max(p.total, 1), text=f"{p.done}/{p.total} · {Path(p.path).name}: {p.status}")
+                        bar.progress(min(p.fraction, 1.0), text=progress_text(services.UploadProgress(
+                            Path(p.path).name, p.status, p.done, p.total, p.chunks_done, p.chunks_total,
+                            p.fraction, p.eta_s)))
 
                     result = services.reindex(kb, rebuild=rebuild, doc_ids=doc_ids, progress=on_reindex)
                     r = result.report

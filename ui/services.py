@@ -34,6 +34,8 @@ import os
 import re
 import shutil
 import tempfile
+import threading
+import time
 import unicodedata
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
@@ -335,6 +337,22 @@ class UploadBatch:
         return out
 
 
+@dataclass
+class UploadProgress:
+    """Where an upload stands: files finished of all, and the ingestion's own figures."""
+
+    name: str
+    """The file the last event was about (the name the browser sent)."""
+    status: str
+    """An UploadOutcome status when the file is finished, else ``reading`` or ``embedding``."""
+    done: int
+    total: int
+    chunks_done: int = 0
+    chunks_total: int = 0
+    fraction: float = 0.0
+    eta_s: float | None = None
+
+
 def supported_suffixes() -> list[str]:
     from ingest.loaders import SUPPORTED_SUFFIXES
 
@@ -345,7 +363,7 @@ def ingest_uploads(
     kb,
     files: Sequence[tuple[str, bytes]],
     max_upload_mb: float,
-    progress: Callable[[str, int, int, str], None] | None = None,
+    progress: Callable[[UploadProgress], None] | None = None,
 ) -> UploadBatch:
     """Check, save and ingest uploaded files ``[(name, bytes), ...]`` into ``kb``.
 
@@ -356,7 +374,8 @@ def ingest_uploads(
     * everything else is saved under ``<kb>/uploads/`` and ingested; a file the loaders
       reject is ``failed`` with the reason, and its saved copy is removed again.
 
-    ``progress(name, done, total, status)`` is called as each file is finished.
+    ``progress(UploadProgress)`` is called as each file is finished and, while files are being
+    ingested, as each is read and each slice of its chunks is embedded.
     """
     from ingest.loaders import SUPPORTED_SUFFIXES
     from ingest.pipeline import content_id
@@ -372,11 +391,19 @@ def ingest_uploads(
     first_copy: dict[str, UploadOutcome] = {}  # content id → its first file in this upload
     copies: list[tuple[UploadOutcome, UploadOutcome]] = []  # (later copy, first copy)
 
+    last = UploadProgress("", "", 0, total)
+
+    def tell(**changes: Any) -> None:
+        nonlocal last
+        last = replace(last, done=done, **changes)
+        if progress:
+            progress(last)
+
     def tick(outcome: UploadOutcome) -> None:
         nonlocal done
         done += 1
-        if progress:
-            progress(outcome.name, done, total, outcome.status)
+        # files refused before ingestion count as done work too
+        tell(name=outcome.name, status=outcome.status, fraction=max(last.fraction, done / max(total, 1)))
 
     for name, data in files:
         shown = safe_filename(name)
@@ -421,11 +448,20 @@ def ingest_uploads(
         tick(outcome)
 
     if to_ingest:
+        before = done  # files settled before ingestion started
+
         def on_progress(p) -> None:
             outcome = to_ingest.get(str(Path(p.path).resolve())) or to_ingest.get(p.path)
             if outcome is None:
                 return
+            share = (before + p.fraction * len(to_ingest)) / max(total, 1)
+            figures = dict(chunks_done=p.chunks_done, chunks_total=p.chunks_total, eta_s=p.eta_s)
+            if not p.finished:
+                tell(name=outcome.name, status=p.status, fraction=share, **figures)
+                return
+            nonlocal last
             _finish(outcome, p.status, p.error)
+            last = replace(last, fraction=share, **figures)  # a new object: readers never see half an update
             tick(outcome)
 
         report = kb.add(list(to_ingest), progress=on_progress)
@@ -449,6 +485,74 @@ def ingest_uploads(
             copy.message = f"same content as {safe_filename(first.name)} in this upload; stored once."
         tick(copy)
     return batch
+
+
+@dataclass
+class IngestJob:
+    """An upload being ingested in a background thread, so that the app stays usable (chat
+    works) meanwhile. ``progress`` is replaced, never changed in place, as the work goes on."""
+
+    key: str
+    names: list[str]
+    progress: UploadProgress
+    batch: UploadBatch | None = None
+    error: str | None = None
+    started: float = field(default_factory=time.time)
+    thread: threading.Thread | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.batch is not None or self.error is not None
+
+
+_jobs: dict[str, IngestJob] = {}
+_jobs_lock = threading.Lock()
+
+
+def _job_key(settings: Settings) -> str:
+    return str(Path(settings.store.dir).expanduser().resolve())
+
+
+def start_ingest_job(kb, settings: Settings, files: Sequence[tuple[str, bytes]], max_upload_mb: float) -> IngestJob:
+    """Run :func:`ingest_uploads` in a background thread; one job per knowledge base at a time
+    (a second start while one runs is a ValueError). Every session of the server sees the job."""
+    key = _job_key(settings)
+    with _jobs_lock:
+        running = _jobs.get(key)
+        if running is not None and not running.finished:
+            raise ValueError("files are already being added to this knowledge base; wait until they are in")
+        job = IngestJob(key, [name for name, _ in files], UploadProgress("", "checking", 0, len(files)))
+        _jobs[key] = job
+
+    def report(p: UploadProgress) -> None:
+        job.progress = p
+
+    def work() -> None:
+        try:
+            batch = ingest_uploads(kb, files, max_upload_mb, progress=report)
+        except Exception as exc:  # shown in the app; what was stored before stays stored
+            job.error = f"{type(exc).__name__}: {exc}"
+        else:
+            job.batch = batch
+
+    job.thread = threading.Thread(target=work, name=f"ingest-{key}", daemon=True)
+    job.thread.start()
+    return job
+
+
+def ingest_job(settings: Settings) -> IngestJob | None:
+    """The upload job of this knowledge base (running, or finished and not yet taken)."""
+    return _jobs.get(_job_key(settings))
+
+
+def take_finished_job(settings: Settings) -> IngestJob | None:
+    """The finished job of this knowledge base, removed from the list; None while it runs."""
+    key = _job_key(settings)
+    with _jobs_lock:
+        job = _jobs.get(key)
+        if job is None or not job.finished:
+            return None
+        return _jobs.pop(key)
 
 
 _STATUS_TEXT = {
