@@ -46,6 +46,7 @@ and then one ``{"type": "final", **result}``.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
@@ -55,6 +56,7 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, R
 
 from rag.language import detect_language
 from rag.models.base import LoadedModel, truncate_to_tokens
+from rag.models.speed import observe as observe_prompt_speed
 from rag.prompts_qa import (
     CleanStream,
     clean_generated,
@@ -297,8 +299,11 @@ class QAChain(EventChain):
         echoes = qa_echo_texts(packed.language) + (self.system_prompt,)
         cleaner = CleanStream(echoes)
         pieces: list[str] = []
+        started = time.perf_counter()
         for piece in self.generate.stream(packed.messages, config):
             if piece:
+                if not pieces:  # the model's real prompt speed keeps the budget honest
+                    observe_prompt_speed(self.model, packed.prompt_tokens, time.perf_counter() - started)
                 pieces.append(piece)
                 shown = cleaner.feed(piece)
                 if shown:

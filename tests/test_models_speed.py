@@ -45,3 +45,33 @@ def test_context_budget_settings():
     slow.prompt_speed = speed.PromptSpeed(tokens_per_s=100.0, overhead_s=1.0, probe_tokens=300)
     assert speed.context_budget_tokens(AnswerSettings(first_token_s=10), slow) == 900
     assert speed.context_budget_tokens(AnswerSettings(first_token_s=2), slow) == speed.MIN_BUDGET_TOKENS
+
+
+def test_real_answers_correct_the_kept_speed(tmp_path, monkeypatch):
+    monkeypatch.setattr(speed, "CACHE_FILE", tmp_path / "prompt-speed.json")
+    model = fake_loaded_model(8192, 128)
+    model.identity = "fake|x"
+    model.prompt_speed = speed.PromptSpeed(tokens_per_s=1000.0, overhead_s=0.0, probe_tokens=500)
+    speed.observe(model, 2000, 4.0)  # 500 tokens/s in a real answer
+    assert model.prompt_speed.tokens_per_s == 750.0
+    speed.observe(model, 100, 10.0)  # too short to say anything
+    assert model.prompt_speed.tokens_per_s == 750.0
+    assert speed._read_cache()["fake|x"]["tokens_per_s"] == 750.0  # kept for the next process
+
+
+def test_an_optimistic_figure_is_corrected_by_the_next_answers(tmp_path):
+    """The QA chain reports each answer's time to first token; a budget that was too generous
+    shrinks towards what the model really reads in the wait."""
+    from tests.helpers_rag import long_chinese_text, make_kb
+
+    model = fake_loaded_model(16384, 128, prompt_tokens_per_s=8000)
+    model.prompt_speed = speed.PromptSpeed(tokens_per_s=200000.0, overhead_s=0.0, probe_tokens=500)
+    kb = make_kb(tmp_path, model=model, docs={"a.txt": long_chinese_text(45, seed=1)},
+                 settings=None)
+    kb.settings = kb.settings.model_copy(update={"answer": kb.settings.answer.model_copy(update={"first_token_s": 0.1})})
+    first = kb.ask("第十二节讨论的工作投入了多少资金？", k=2)
+    assert first["context_budget"] is None  # believed fast: the whole window
+    for _ in range(5):
+        later = kb.ask("第十二节讨论的工作投入了多少资金？", k=2)
+    assert later["context_budget"] is not None and later["prompt_tokens"] < first["prompt_tokens"] / 2
+    assert model.prompt_speed.tokens_per_s < 40000

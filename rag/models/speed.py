@@ -12,6 +12,9 @@ Usage::
     speed.tokens_within(10.0)                 # prompt tokens read in 10 s, overhead included
     context_budget_tokens(settings.answer, loaded)   # None: the whole window
 
+Each generated answer then corrects the figure with its real time to first token
+(:func:`observe`), so the budget follows what answers really take on this machine.
+
 The measurement sends two prompts of different length with one new token each and fits
 ``seconds = overhead + tokens / tokens_per_s``; a random prefix keeps servers' and llama.cpp's
 prompt caches from answering instead of the model. Results are kept per loaded model and in
@@ -143,6 +146,26 @@ def prompt_speed(model: LoadedModel, *, use_disk: bool = True) -> PromptSpeed:
         return known
 
 
+OBSERVED_WEIGHT = 0.5
+"""How much one answer's real time to first token moves the kept speed."""
+
+
+def observe(model: LoadedModel, prompt_tokens: int, seconds: float) -> None:
+    """Correct the kept speed with a real answer: ``prompt_tokens`` read in ``seconds`` before
+    the first token. Real prompts are longer than the probes (attention grows with length) and
+    the machine may be busy, so what answers take is the better guide; short prompts say too
+    little and are ignored."""
+    known = model.prompt_speed
+    if known is None or prompt_tokens < MIN_BUDGET_TOKENS or seconds <= known.overhead_s:
+        return
+    rate = prompt_tokens / (seconds - known.overhead_s)
+    mixed = known.tokens_per_s * (1 - OBSERVED_WEIGHT) + rate * OBSERVED_WEIGHT
+    with _lock:
+        model.prompt_speed = PromptSpeed(mixed, known.overhead_s, known.probe_tokens, time.time())
+        if model.identity:
+            _write_cache(model.identity, model.prompt_speed)
+
+
 def context_budget_tokens(answer_settings: Any, model: LoadedModel) -> int | None:
     """Prompt tokens the QA chain may fill, or None for the whole window.
 
@@ -160,4 +183,4 @@ def context_budget_tokens(answer_settings: Any, model: LoadedModel) -> int | Non
     return None if tokens >= limit else tokens
 
 
-__all__ = ["PromptSpeed", "prompt_speed", "measure_prompt_speed", "context_budget_tokens", "CACHE_FILE"]
+__all__ = ["PromptSpeed", "prompt_speed", "measure_prompt_speed", "observe", "context_budget_tokens", "CACHE_FILE"]
