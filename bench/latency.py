@@ -1,7 +1,16 @@
-"""Retrieval latency (p50/p95) with 10k and 100k chunks, query embedding excluded.
+"""Retrieval latency (p50/p95) with 10k and 100k chunks, query embedding excluded; and
+end-to-end answer latency on a real PDF knowledge base (``--answers``).
 
     .venv/bin/python bench/latency.py            # 10k and 100k chunks
     .venv/bin/python bench/latency.py --quick    # 10k chunks, fewer questions
+    .venv/bin/python bench/latency.py --answers  # time to first token / full answer, auto vs window
+
+``--answers``: the two LaTeX-made PDF manuals Debian ships (libtasn1, 36 pages; shared-mime-info
+spec, 17 pages; or ``--pdf`` files with ``--questions-file``) are ingested into
+bench/out/answers-kb; 20 questions are asked with the packaged stand-in model, k=5, generated
+answers (not quotes), first with ``context_budget = "auto"`` and then ``"window"``, each
+measured from the call to the first token and to the end. Also printed: how many questions
+had the expected fact in a retrieved chunk (retrieval hit rate) and in the packed context.
 
 Synthetic knowledge bases are written straight into a DocumentStore (no embedding of 100k
 chunks): each chunk is 3-6 random sentences of the CMRC 2018 passages, its search tokens are the
@@ -161,14 +170,110 @@ def measure(store, questions: list[str], vectors: np.ndarray, log) -> dict:
     return out
 
 
+# (question, a string the passage that answers it contains), on the two Debian manuals
+PDF_QUESTIONS = [
+    ("Which license covers the libtasn1 library itself?", "Lesser General Public License"),
+    ("What encoding rules does libtasn1 implement?", "Distinguished Encoding Rules"),
+    ("How do comments begin in the ASN.1 syntax the parser accepts?", "comments begin with --"),
+    ("Are SIZE constraints checked by libtasn1?", "no check is done"),
+    ("What is ASN1_MAX_NAME_SIZE?", "ASN1_MAX_NAME_SIZE is the maximum"),
+    ("Which file distributed with the library shows an example of the syntax?", "pkix.asn file distributed"),
+    ("What does asn1Coding generate?", "asn1Coding generates a DER"),
+    ("Which option of asn1Decoding enables strict DER decoding?", "--strict"),
+    ("What does the asn1Parser -c option do?", "checks the syntax only"),
+    ("Which header file must programs include to use libtasn1?", "libtasn1.h"),
+    ("Is libtasn1 thread-safe?", "Thread-safety"),
+    ("What does asn1_delete_structure set the structure pointer to?", "is set to NULL"),
+    ("Which file maps file names to MIME types together with glob weights?", "globs2"),
+    ("What is the default priority of magic rules, and the maximum?", "default priority value is 50"),
+    ("Which command must be run after installing new MIME packages?", "update-mime-database"),
+    ("How must applications compare glob patterns with respect to case?", "case-insensitively"),
+    ("What is an alias of audio/midi?", "audio/x-midi"),
+    ("How is the icon name derived from the MIME type by default?", "mapping \"/\" characters"),
+    ("What do root-XML elements contain?", "namespaceURI and localName"),
+    ("What is the mime.cache file?", "mmappable"),
+]
+DEBIAN_PDFS = [Path("/usr/share/doc/libtasn1-doc/libtasn1.pdf"),
+               Path("/usr/share/doc/shared-mime-info/shared-mime-info-spec.pdf")]
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"\s+", " ", text).lower()
+
+
+def answer_latency(pdfs: list[Path], questions: list[tuple[str, str]], log) -> dict:
+    """Time to first token and to the full answer, context budget auto vs window, in one run."""
+    from rag.api import KnowledgeBase
+    from rag.models.speed import context_budget_tokens, prompt_speed
+    from rag.settings import Settings
+
+    settings = Settings(store={"dir": OUT / "answers-kb"}, answer={"mode": "generate"})
+    kb = KnowledgeBase(settings=settings)
+    report = kb.add(pdfs)
+    log(f"  knowledge base: {len(kb.documents())} documents, {kb.store.chunk_count()} chunks ({report})")
+    model = kb.model
+    started = time.perf_counter()
+    speed = prompt_speed(model)
+    out: dict = {"model": model.name, "window": model.context_window, "k": 5, "questions": len(questions),
+                 "prompt_speed": {"tokens_per_s": round(speed.tokens_per_s, 1),
+                                  "overhead_s": round(speed.overhead_s, 2),
+                                  "measured_or_read_s": round(time.perf_counter() - started, 1)},
+                 "modes": {}}
+    kb.ask(questions[0][0], k=5)  # warm-up: retrieval caches and the model's first call
+    for budget in ("auto", "window"):
+        kb.settings = settings.model_copy(update={"answer": settings.answer.model_copy(update={"context_budget": budget})})
+        tokens = context_budget_tokens(kb.settings.answer, model)
+        first, total, prompt, hit, packed_hit = [], [], [], 0, 0
+        for question, fact in questions:
+            fact_s = _squash(fact)
+            started = time.perf_counter()
+            ttft = None
+            final = {}
+            for event in kb.stream_ask(question, k=5):
+                if event["type"] == "token" and ttft is None:
+                    ttft = time.perf_counter() - started
+                if event["type"] == "final":
+                    final = event
+            total.append(time.perf_counter() - started)
+            first.append(ttft if ttft is not None else total[-1])
+            prompt.append(final.get("prompt_tokens", 0))
+            hits = kb.retrieve(question, k=5)
+            hit += any(fact_s in _squash(h.text) for h in hits)
+            packed_hit += any(fact_s in _squash(s["text"]) for s in final.get("sources", []))
+        out["modes"][budget] = {
+            "budget_tokens": tokens if tokens is not None else model.context_window - model.max_new_tokens,
+            "first_token_s": {"median": round(float(np.median(first)), 1), "p90": round(float(np.percentile(first, 90)), 1)},
+            "full_answer_s": {"median": round(float(np.median(total)), 1), "p90": round(float(np.percentile(total, 90)), 1)},
+            "prompt_tokens_median": int(np.median(prompt)),
+            "retrieval_hit_rate": round(hit / len(questions), 3),
+            "fact_in_context_rate": round(packed_hit / len(questions), 3),
+        }
+        log(f"  {budget}: {out['modes'][budget]}")
+    a, w = out["modes"]["auto"], out["modes"]["window"]
+    out["first_token_ratio_window_over_auto"] = round(w["first_token_s"]["median"] / max(a["first_token_s"]["median"], 1e-3), 2)
+    kb.close()
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="10k chunks only, 50 questions")
     ap.add_argument("--sizes", default=None, help="comma-separated chunk counts (default 10000,100000)")
     ap.add_argument("--questions", type=int, default=200)
     ap.add_argument("--build-only", action="store_true", help="build the synthetic stores, measure nothing")
+    ap.add_argument("--answers", action="store_true", help="end-to-end answer latency on a PDF knowledge base")
+    ap.add_argument("--pdf", action="append", type=Path, help="PDF for --answers (repeatable)")
+    ap.add_argument("--questions-file", type=Path, help='JSON [[question, expected text], ...] for --pdf')
     args = ap.parse_args(argv)
     log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
+    if args.answers:
+        pdfs = args.pdf or DEBIAN_PDFS
+        missing = [p for p in pdfs if not p.is_file()]
+        if missing:
+            ap.error(f"missing PDF(s): {', '.join(map(str, missing))} (apt install libtasn1-doc shared-mime-info, or pass --pdf)")
+        questions = [tuple(q) for q in json.loads(args.questions_file.read_text())] if args.questions_file else PDF_QUESTIONS
+        print(json.dumps(answer_latency(pdfs, questions, log)))
+        return 0
 
     from ingest.embeddings import load_embedder
     from rag.settings import Settings
