@@ -198,9 +198,11 @@ class KnowledgeBase:
         doc_ids: list[str] | None = None,
         strategy: str = "auto",
         progress: Callable[[SummaryProgress], None] | None = None,
+        on_text: Callable[[str], None] | None = None,
     ) -> SummaryResult:
-        """Summary of the given documents (all of them when ``doc_ids`` is None)."""
-        return self.summarizer().summarize(self.document_texts(doc_ids), strategy, progress)
+        """Summary of the given documents (all of them when ``doc_ids`` is None); ``progress``
+        after each model call, ``on_text(piece)`` as the final summary is written."""
+        return self.summarizer().summarize(self.document_texts(doc_ids), strategy, progress, on_text=on_text)
 
     def extractive_summary(self, doc_ids: list[str] | None = None, sentences: int | None = None):
         """Outline and key sentences of the given documents (all when None), with no chat model

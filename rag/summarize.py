@@ -23,7 +23,9 @@ Strategies (``strategy="auto"`` picks from the token budget):
 
 Prompts are Chinese for Chinese text and English otherwise (:mod:`rag.prompts_qa`). Every step
 is measured on the exact prompt text before the call and cut if needed, so no step can exceed the
-window. ``progress(SummaryProgress)`` is called after each model call.
+window. ``progress(SummaryProgress)`` is called after each model call; ``on_text(piece)`` (when
+given) receives the final summary as the model writes it (the stuff call, the last reduce, the
+last refine step), so a reader sees it grow instead of waiting for the whole.
 """
 
 from __future__ import annotations
@@ -169,7 +171,10 @@ class Summarizer:
         strategy: str = "auto",
         progress: ProgressCallback | None = None,
         config: RunnableConfig | None = None,
+        on_text: Callable[[str], None] | None = None,
     ) -> SummaryResult:
+        """The summary of ``docs``; see the module docstring for ``progress`` and ``on_text``."""
+        self._on_text = on_text
         if isinstance(docs, str):
             docs = [SourceText("", docs)]
         elif isinstance(docs, SourceText):
@@ -193,13 +198,23 @@ class Summarizer:
 
     # -- strategies ---------------------------------------------------------------------------------
 
-    def _call(self, messages: list[BaseMessage], config: RunnableConfig | None) -> str:
-        return self.generate.invoke(messages, config).strip()
+    _on_text: Callable[[str], None] | None = None
+
+    def _call(self, messages: list[BaseMessage], config: RunnableConfig | None, final: bool = False) -> str:
+        """One model call; the call that writes the final summary is streamed to ``on_text``."""
+        if not (final and self._on_text):
+            return self.generate.invoke(messages, config).strip()
+        pieces = []
+        for piece in self.generate.stream(messages, config):
+            if piece:
+                pieces.append(piece)
+                self._on_text(piece)
+        return "".join(pieces).strip()
 
     def _stuff(self, docs, lang, progress, config) -> tuple[str, int, int]:
         material = "\n\n".join(document_block(d.text, d.name) for d in docs)
         messages = self._messages(lang, "stuff", material)
-        text = self._call(messages, config)
+        text = self._call(messages, config, final=True)
         if progress:
             progress(SummaryProgress("stuff", 1, 1, "stuff"))
         return text, 1, len(docs)
@@ -240,7 +255,7 @@ class Summarizer:
             groups = self._groups(named, lang)
             if len(groups) == 1 and (len(named) > 1 or level > 1 or len(jobs) > 1):
                 counter["total"] += 1
-                text = self._call(self._fit(lang, "reduce", "\n\n".join(groups[0])), config)
+                text = self._call(self._fit(lang, "reduce", "\n\n".join(groups[0])), config, final=True)
                 counter["done"] += 1
                 if progress:
                     progress(SummaryProgress("reduce", counter["done"], counter["total"], "map_reduce", level))
@@ -295,7 +310,7 @@ class Summarizer:
                 messages = self._fit(lang, "map" if total > 1 else "stuff", p, d.name, label)
             else:
                 messages = self._fit(lang, "refine", p, d.name, label, summary)
-            summary = self._call(messages, config) or summary
+            summary = self._call(messages, config, final=step == total) or summary
             if progress:
                 progress(SummaryProgress("refine", step, total, "refine"))
         return summary, total, total

@@ -125,3 +125,15 @@ def test_summary_chain_runnable():
     out = chain.invoke("大熊猫是中国特有的熊科动物。")
     assert out["strategy"] == "stuff" and out["text"].startswith("FAKE:")
     assert len(chain.batch(["一段文字。", {"texts": ["另一段。"], "strategy": "map_reduce"}])) == 2
+
+
+@pytest.mark.parametrize("strategy, window", [("stuff", 4096), ("map_reduce", 512), ("refine", 512)])
+def test_the_final_summary_streams_as_it_is_written(strategy, window):
+    s, fake = summarizer(window, 64)
+    text = "北京是中国的首都。北京有三千多年的建城史。" if strategy == "stuff" else long_chinese_text(40)
+    pieces: list[str] = []
+    result = s.summarize([SourceText("doc.txt", text)], strategy=strategy, on_text=pieces.append)
+    assert result.strategy == strategy and result.steps > (0 if strategy == "stuff" else 2)
+    assert len(pieces) > 1  # in pieces, as written
+    # only the call that writes the final summary is streamed, none of the map or earlier steps
+    assert "".join(pieces).strip() == fake.calls[-1].answer.strip() == result.text
