@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from ingest.errors import StoreError
+from rag.i18n import cli_language, cli_text, format_duration, use_cli_language
 from rag.settings import Settings
 
 
@@ -39,17 +40,18 @@ def main(argv: list[str] | None = None) -> int:
         print("python -m ingest: give files or folders, --list, or --remove DOC", file=sys.stderr)
         return 2
     settings = Settings()
+    use_cli_language(settings.ui.language)
     if args.kb:
         settings = settings.with_store(args.kb)
     try:
         return _run(args, settings)
     except StoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(cli_text("error: {message}", message=exc), file=sys.stderr)
         return 2
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.pipeline import FileFailure, Ingestor, IngestReport, format_duration, print_report
+    from ingest.pipeline import FileFailure, Ingestor, IngestReport, print_report
 
     ingestor = Ingestor(settings)
     report = IngestReport()
@@ -64,19 +66,18 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         if not args.no_progress:  # the bar goes to stderr, so --json output stays clean
             from tqdm import tqdm
 
-            bar = tqdm(total=1000, desc="ingest", file=sys.stderr, dynamic_ncols=True,
-                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+            bar = tqdm(total=1000, file=sys.stderr, dynamic_ncols=True,
+                       bar_format=cli_text("ingest") + ": {percentage:3.0f}%|{bar}| {desc}")
 
         def progress(event) -> None:
             if bar is None:
                 return
             bar.n = int(event.fraction * 1000)
-            left = f", about {format_duration(event.eta_s)} left" if event.eta_s is not None else ""
-            bar.set_postfix_str(
-                f"files {event.done}/{event.total}, chunks {event.chunks_done}/{event.chunks_total}{left} · "
-                f"{Path(event.path).name[:30]} {event.status}",
-                refresh=True,
-            )
+            left = "" if event.eta_s is None else cli_text(
+                ", about {time} left", time=format_duration(event.eta_s, cli_language()))
+            counts = cli_text("files {done}/{total}, chunks {chunks_done}/{chunks_total}", done=event.done,
+                              total=event.total, chunks_done=event.chunks_done, chunks_total=event.chunks_total)
+            bar.set_description_str(f"{counts}{left} · {Path(event.path).name[:30]} {cli_text(event.status)}", refresh=True)
 
         run = ingestor.ingest(args.paths, progress=progress)
         if bar is not None:

@@ -396,27 +396,18 @@ class Ingestor:
         return removed
 
 
-def format_duration(seconds: float) -> str:
-    """``42 s``, ``3 min 5 s``, ``1 h 2 min``."""
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
-
-
 def print_report(report: IngestReport, stream=sys.stderr) -> None:
-    """A short human summary of a run."""
-    print(
-        f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
-        f"removed {report.removed}, chunks {report.chunks}, failed {len(report.failed)}",
-        file=stream,
-    )
+    """A short human summary of a run, in the CLIs' language (rag.i18n)."""
+    from rag.i18n import cli_text
+
+    print(cli_text(
+        "added {added}, updated {updated}, unchanged {unchanged}, removed {removed}, chunks {chunks}, failed {failed}",
+        added=report.added, updated=report.updated, unchanged=report.unchanged, removed=report.removed,
+        chunks=report.chunks, failed=len(report.failed)), file=stream)
     for failure in report.failed:
-        print(f"  failed: {failure.path}: {failure.error}", file=stream)
+        print(cli_text("  failed: {path}: {error}", path=failure.path, error=failure.error), file=stream)
     if report.skipped:
-        print(f"  skipped {len(report.skipped)} file(s) of unsupported types", file=stream)
+        print(cli_text("  skipped {n} file(s) of unsupported types", n=len(report.skipped)), file=stream)
 
 
-__all__ = ["Ingestor", "IngestReport", "FileFailure", "Progress", "FINISHED", "discover", "format_duration", "content_id"]
+__all__ = ["Ingestor", "IngestReport", "FileFailure", "Progress", "FINISHED", "discover", "content_id"]

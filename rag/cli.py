@@ -22,11 +22,14 @@ import sys
 import time
 from pathlib import Path
 
+from rag.i18n import cli_text, use_cli_language
+
 
 def _settings(args: argparse.Namespace):
     from rag.settings import Settings
 
     settings = Settings()
+    use_cli_language(settings.ui.language)
     if getattr(args, "kb", None):
         settings = settings.with_store(args.kb)
     if getattr(args, "model", None):
@@ -97,7 +100,7 @@ def run_retrieve(args: argparse.Namespace) -> int:
             if qid is not None:
                 print(f"## {qid}: {question}")
             if not hits:
-                print("(no relevant passage)")
+                print(cli_text("(no relevant passage)"))
             for i, h in enumerate(hits, 1):
                 where = h.file_name + (f" p.{h.page}" if h.page is not None else "") + f" #{h.chunk}"
                 text = " ".join(h.text.split())
@@ -118,11 +121,12 @@ def run_ask(args: argparse.Namespace) -> int:
     if mode == "generate":  # quote mode needs no chat model
         model = kb.model
         if model.notice and not args.json:
-            print(f"note: {model.notice}", file=sys.stderr)
+            print(cli_text("note: {notice}", notice=model.notice), file=sys.stderr)
     elif not args.json:
         from rag.quotes import quote_notice
 
-        print(f"note: {quote_notice()} (--answer-mode generate: let the model write it)", file=sys.stderr)
+        print(cli_text("note: {notice} (--answer-mode generate: let the model write it)", notice=quote_notice()),
+              file=sys.stderr)
     if args.stream:
         final = None
         streamed = ""
@@ -143,7 +147,7 @@ def run_ask(args: argparse.Namespace) -> int:
         else:
             print()
             if final["answer"].strip() != streamed.strip():  # the cleaned answer differs from the stream
-                print(f"\nanswer:\n{final['answer']}")
+                print("\n" + cli_text("answer:") + f"\n{final['answer']}")
             _print_sources(final["sources"])
         return 0
     result = kb.ask(args.question, doc_ids=doc_ids, k=args.k, mode=mode)
@@ -226,9 +230,10 @@ def run_summarize(args: argparse.Namespace) -> int:
             continue
         todo.append((path, digest))
     if skipped:
-        print(f"skipped {len(skipped)} file(s) of unsupported types", file=sys.stderr)
+        print(cli_text("  skipped {n} file(s) of unsupported types", n=len(skipped)).strip(), file=sys.stderr)
     if done_before:
-        print(f"{done_before} file(s) already summarised in {out} (use --force to redo them)", file=sys.stderr)
+        print(cli_text("{n} file(s) already summarised in {out} (use --force to redo them)", n=done_before, out=out),
+              file=sys.stderr)
 
     summarizer = None
     if todo:
@@ -236,7 +241,7 @@ def run_summarize(args: argparse.Namespace) -> int:
 
         model = load_chat_model(settings)
         if model.notice:
-            print(f"note: {model.notice}", file=sys.stderr)
+            print(cli_text("note: {notice}", notice=model.notice), file=sys.stderr)
         summarizer = Summarizer(model, system_prompt=settings.model.system_prompt)
 
     bar = _progress_bar(len(todo), args.quiet)
@@ -283,14 +288,15 @@ def run_summarize(args: argparse.Namespace) -> int:
             reason = str(exc) if exc.__class__.__name__ == "DocumentError" or hasattr(exc, "reason") else f"{type(exc).__name__}: {exc}"
             failures.append((str(path), reason))
             manifest[digest] = {"path": str(path), "output": "", "format": args.format, "status": "failed", "error": reason}
-            bar.write(f"failed: {path}: {reason}")
+            bar.write(cli_text("  failed: {path}: {error}", path=path, error=reason).strip())
         _save_manifest(out, manifest)
         bar.update(1)
     bar.close()
     ok = len(todo) - sum(1 for p, _ in failures if any(p == str(t) for t, _ in todo))
-    print(f"summarised {ok}, already done {done_before}, failed {len(failures)}; output in {out}", file=sys.stderr)
+    print(cli_text("summarised {ok}, already done {before}, failed {failed}; output in {out}", ok=ok,
+                   before=done_before, failed=len(failures), out=out), file=sys.stderr)
     for path, reason in failures:
-        print(f"  failed: {path}: {reason}", file=sys.stderr)
+        print(cli_text("  failed: {path}: {error}", path=path, error=reason), file=sys.stderr)
     return 1 if failures else 0
 
 
@@ -379,10 +385,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except ModelError as exc:
         sys.stdout.flush()
-        print(f"\nerror: {exc}", file=sys.stderr)
+        print("\n" + cli_text("error: {message}", message=exc), file=sys.stderr)
         return 3
     except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
+        print("\n" + cli_text("interrupted"), file=sys.stderr)
         return 130
 
 

@@ -141,6 +141,9 @@ class AnswerSettings(BaseModel):
 
 
 class UISettings(BaseModel):
+    language: Literal["auto", "en", "zh-Hans", "zh-Hant"] = "auto"
+    """Interface language of the app and the CLIs. ``auto``: the browser's language (app), the
+    terminal's locale (CLIs); Chinese locales get Chinese, Taiwan/Hong Kong/Macau Traditional."""
     host: str = "127.0.0.1"
     port: int = 8501
     max_upload_mb: int = 100

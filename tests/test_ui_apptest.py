@@ -19,6 +19,32 @@ from ui import services
 
 pytestmark = pytest.mark.slow
 
+
+@pytest.fixture(params=["en", "zh-Hans"], autouse=True)
+def lang(request):
+    """Every test here runs with the interface in English and in Simplified Chinese."""
+    return request.param
+
+
+@pytest.fixture
+def kb_settings(tmp_path, lang):
+    from rag.settings import Settings
+
+    return Settings(store={"dir": tmp_path / "kb"}, ui={"language": lang})
+
+
+@pytest.fixture
+def T(lang):  # noqa: N802 - reads like the app's _()
+    """What the app shows for an English message in this test's language."""
+    from ui.i18n import CATALOG
+
+    return lambda message, **values: CATALOG.text(lang, message, **values)
+
+
+def prefix(text: str) -> str:
+    """The part of a translated message before its first filled-in field."""
+    return text.split("\x00")[0]
+
 BEIJING = "北京是中华人民共和国的首都，常住人口约两千一百万。北京有故宫和长城。"
 WUHAN = "武汉位于长江中游，是湖北省的省会，以热干面闻名。"
 
@@ -51,25 +77,31 @@ def _kb(at):
 # -- start -------------------------------------------------------------------------------------------
 
 
-def test_empty_app_explains_what_to_do(app, fake):
+def test_empty_app_explains_what_to_do(app, fake, T):
     page = texts(app)
-    assert "No documents yet" in page and "Documents" in page
+    assert T("**No documents yet.** Open the **Documents** tab and drop PDF, Word, HTML, Markdown or text files "
+             "there; then ask questions here. Answers cite the passages they use [1], [2] …") in page
     assert app.chat_input(key="question").proto.disabled
     # the loaded model and its context window are visible in the sidebar
     assert "fake-chat-model" in page and "4,096" in page
     assert not app.exception
 
 
-def test_stand_in_notice_at_top_and_with_each_answer(kb_settings, fake, embedder):
+STAND_IN_QUOTES = ("Only the small stand-in model is available, and it cannot answer well: answers are the documents' "
+                   "own sentences that best match the question, with their sources. Choose **The model's own answer** "
+                   "to let it write anyway, or pick a Chinese-Alpaca-2 model.")
+
+
+def test_stand_in_notice_at_top_and_with_each_answer(kb_settings, fake, embedder, T):
     stand_in = replace(fake, is_stand_in=True, notice="A small stand-in model is answering (test).")
     at = run(make_app(kb_settings, stand_in))
-    assert "Only the small stand-in model is available" in texts(at)  # quote mode says why
+    assert T(STAND_IN_QUOTES) in texts(at)  # quote mode says why
     upload(at, [("北京.txt", BEIJING.encode())])
     # with only the stand-in, questions are answered with quotes, and the app says why
     assert at.radio(key="answer_mode").value == "quote"
-    assert "cannot answer well" in texts(at)
+    assert T(STAND_IN_QUOTES) in texts(at)
     ask(at, "北京的人口是多少？")
-    assert "Quoted from the documents" in texts(at)
+    assert T("Quoted from the documents (no model wrote this)") in texts(at)
     assert not stand_in.chat_model.calls  # no model call in quote mode
     # one click lets the stand-in write: one warning at the top of the chat, one under the answer
     at.radio(key="answer_mode").set_value("generate")
@@ -78,12 +110,12 @@ def test_stand_in_notice_at_top_and_with_each_answer(kb_settings, fake, embedder
     assert sum("stand-in model is answering" in w.value for w in at.warning) >= 2
 
 
-def test_starts_with_packaged_stand_in_model_when_none_is_configured(kb_settings, embedder):
+def test_starts_with_packaged_stand_in_model_when_none_is_configured(kb_settings, embedder, T):
     pytest.importorskip("llama_cpp")
     at = run(make_app(kb_settings))  # no injected model: load_chat_model with an empty name
     page = texts(at)
     assert "SmolLM2" in page
-    assert "Only the small stand-in model is available" in page and "Stand-in model" in page
+    assert T(STAND_IN_QUOTES) in page and T("Stand-in model (no model configured).") in page
 
 
 def test_model_process_killed_mid_answer_is_shown_and_the_next_question_works(kb_settings, embedder, monkeypatch):
@@ -143,22 +175,23 @@ def test_model_process_killed_mid_answer_is_shown_and_the_next_question_works(kb
     assert "北京的人口是多少？" in texts(at)  # the first turn is still on the page
 
 
-def test_model_that_cannot_load_is_reported_and_documents_still_work(tmp_path, embedder):
+def test_model_that_cannot_load_is_reported_and_documents_still_work(tmp_path, embedder, lang, T):
     from rag.settings import Settings
 
-    settings = Settings(store={"dir": tmp_path / "kb"}, model={"name": str(tmp_path / "missing.gguf")})
+    settings = Settings(store={"dir": tmp_path / "kb"}, model={"name": str(tmp_path / "missing.gguf")},
+                        ui={"language": lang})
     at = run(make_app(settings))
-    assert any("Model not available" in e.value for e in at.error)
+    assert any(e.value.startswith(T("Model not available: {error}", error="\x00").split("\x00")[0]) for e in at.error)
     upload(at, [("北京.txt", BEIJING.encode())])
-    assert "added to the knowledge base" in texts(at)
+    assert T("added to the knowledge base") in texts(at)
     ask(at, "北京的人口是多少？")
-    assert any("could not be loaded" in e.value for e in at.error)
+    assert any(e.value.startswith(prefix(T("The model could not be loaded: {error}", error="\x00"))) for e in at.error)
 
 
 # -- uploads -----------------------------------------------------------------------------------------
 
 
-def test_upload_many_files_with_progress_failures_and_safe_names(app, kb_settings, tmp_path):
+def test_upload_many_files_with_progress_failures_and_safe_names(app, kb_settings, tmp_path, T):
     broken = make_truncated_pdf(tmp_path / "broken.pdf", ["这是一个被截断的文件。"]).read_bytes()
     upload(app, [
         ("../../北京 报告.pdf", pdf_bytes([BEIJING])),
@@ -167,8 +200,8 @@ def test_upload_many_files_with_progress_failures_and_safe_names(app, kb_setting
         ("empty.txt", b""),
     ])
     page = texts(app)
-    assert "**北京 报告.pdf** — added" not in page  # shown under the name the browser sent
-    assert "added to the knowledge base" in page
+    assert "**北京 报告.pdf** — " not in page  # shown under the name the browser sent
+    assert "**../../北京 报告.pdf** — " + T("added to the knowledge base") in page
     outcomes = {o.name: o for o in app.session_state["upload_results"]["default"]}
     assert outcomes["../../北京 报告.pdf"].status == "added"
     assert outcomes["武汉.md"].status == "added"
@@ -180,22 +213,25 @@ def test_upload_many_files_with_progress_failures_and_safe_names(app, kb_setting
     assert sorted(p.name for p in uploads.iterdir()) == ["北京 报告.pdf", "武汉.md"]
     assert not (Path(kb_settings.store.dir).parent / "北京 报告.pdf").exists()
     # documents table: both documents with pages and chunk counts
-    assert "Documents (2)" in page
+    assert T("Documents ({n})", n=2) in page
     # a summary line over the per-file messages
-    assert "**Last upload** — 2 added, 2 failed" in page
+    counts = T(", ").join([f"2 {T('added')}", f"2 {T('failed')}"])
+    assert T("**Last upload** — {summary}", summary=counts) in page
 
 
-def test_upload_size_limit_is_enforced_with_a_message(tmp_path, fake, embedder):
+def test_upload_size_limit_is_enforced_with_a_message(tmp_path, fake, embedder, lang, T):
     from rag.settings import Settings
 
-    settings = Settings(store={"dir": tmp_path / "kb"}, ui={"max_upload_mb": 1})
+    settings = Settings(store={"dir": tmp_path / "kb"}, ui={"max_upload_mb": 1, "language": lang})
     at = run(make_app(settings, fake))
     upload(at, [("big.txt", ("大" * 400_000).encode())])  # 1.2 MB
-    assert any("above the upload limit of 1 MB" in e.value for e in at.error)
+    refused = T("{size} MB is above the upload limit of {limit} MB (setting ui.max_upload_mb, DOCQA_UI__MAX_UPLOAD_MB).",
+                size="1.1", limit="1")
+    assert any(refused in e.value for e in at.error), [e.value for e in at.error]
     assert not (tmp_path / "kb" / "uploads" / "big.txt").exists()
 
 
-def test_chat_works_while_documents_are_being_added(app, fake, monkeypatch):
+def test_chat_works_while_documents_are_being_added(app, fake, monkeypatch, T):
     """Files are ingested in the background with their progress shown; meanwhile a question
     is answered from what is already stored."""
     import threading
@@ -213,33 +249,35 @@ def test_chat_works_while_documents_are_being_added(app, fake, monkeypatch):
 
     monkeypatch.setattr(Ingestor, "_embed", held_embed)
     upload(app, [("武汉.md", f"# 武汉\n\n{WUHAN}".encode())], wait=False)
+    adding = T("**Adding {n} file(s)** — you can keep asking questions meanwhile.", n=1)
     page = texts(app)
-    assert "Adding 1 file(s)" in page and "keep asking questions" in page
+    assert adding in page
     assert len(app.progress) >= 1  # the bar, with files and stage in its text
     assert services.ingest_job(services.kb_settings(app.session_state["docqa_settings"], "default")) is not None
 
     ask(app, "北京的常住人口是多少？")  # answered while the upload is still running
     answer = "\n".join(m.value for m in app.chat_message[-1].markdown)
     assert "两千一百万" in answer or "北京是中华人民共和国的首都" in answer
-    assert "Adding 1 file(s)" in texts(app)  # still going
+    assert adding in texts(app)  # still going
 
     release.set()
     wait_for_ingestion(app)
     page = texts(app)
-    assert "**Last upload** — 1 added" in page and "Documents (2)" in page
-    assert "Adding 1 file(s)" not in page
+    assert T("**Last upload** — {summary}", summary=f"1 {T('added')}") in page and T("Documents ({n})", n=2) in page
+    assert adding not in page
 
 
-def test_duplicates_are_recognised(app, kb_settings):
+def test_duplicates_are_recognised(app, kb_settings, T):
     upload(app, [("北京.txt", BEIJING.encode()), ("copy.txt", BEIJING.encode())])
     outcomes = app.session_state["upload_results"]["default"]
     assert [o.status for o in outcomes] == ["added", "duplicate"]
     assert "same content as 北京.txt" in outcomes[1].message
+    assert T("same content as {first} in this upload; stored once.", first="北京.txt") in texts(app)
     upload(app, [("again.txt", BEIJING.encode())])
     outcome = app.session_state["upload_results"]["default"][0]
     assert outcome.status == "duplicate"
     assert "already in the knowledge base (as 北京.txt)" in outcome.message
-    assert any("already in the knowledge base" in i.value for i in app.info)
+    assert any(T("already in the knowledge base (as {names}).", names="北京.txt") in i.value for i in app.info)
     assert len(_kb(app).documents()) == 1
 
 
@@ -255,7 +293,7 @@ def test_same_name_other_content_does_not_clobber(app, kb_settings):
 # -- chat ----------------------------------------------------------------------------------------------
 
 
-def test_ask_streams_answer_with_citation_and_source_snippet(app, fake):
+def test_ask_streams_answer_with_citation_and_source_snippet(app, fake, T):
     upload(app, [("北京.pdf", pdf_bytes([WUHAN, BEIJING]))])
     ask(app, "北京的常住人口是多少？")
     answer = app.chat_message[-1]
@@ -265,14 +303,16 @@ def test_ask_streams_answer_with_citation_and_source_snippet(app, fake):
     labels = [e.label for e in app.expander]
     # the hit is on p. 2; the passage shown was widened with the chunk before it, on p. 1, and
     # its label says so
-    assert any(label.startswith("[1] 北京.pdf · pp. 1–2 · relevance") for label in labels), labels
+    pages = T("pp. {first}–{last}", first=1, last=2)
+    assert any(label.startswith(f"[1] 北京.pdf · {pages} · " + prefix(T("relevance {score}", score="\x00")))
+               for label in labels), labels
     src = next(e for e in app.expander if e.label.startswith("[1] 北京.pdf"))
     shown = "\n".join(m.value for m in src.markdown)
     assert "两千一百万" in shown and "武汉位于长江中游" in shown
     assert "北京的常住人口是多少" in fake.chat_model.calls[-1].prompt
 
 
-def test_follow_up_question_uses_history(app, fake):
+def test_follow_up_question_uses_history(app, fake, T):
     upload(app, [("北京.txt", BEIJING.encode())])
     ask(app, "北京的常住人口是多少？")
     before = len(fake.chat_model.calls)
@@ -283,21 +323,22 @@ def test_follow_up_question_uses_history(app, fake):
     assert len([m for m in app.chat_message if m.name == "assistant"]) == 2
     # what was searched is shown under the answer: the question as asked and the rewrite
     captions = [c.value for c in app.chat_message[-1].caption]
-    assert any(c.startswith("Searched for: “它有什么名胜？” · “") for c in captions), captions
+    assert any(c.startswith(T("Searched for: {queries}", queries="“它有什么名胜？” · “")) for c in captions), captions
 
 
-def test_nothing_relevant_is_said_honestly(tmp_path, fake, embedder):
+def test_nothing_relevant_is_said_honestly(tmp_path, fake, embedder, lang, T):
     from rag.retrieval import no_passage_message
     from rag.settings import Settings
 
-    settings = Settings(store={"dir": tmp_path / "kb"}, retrieval={"relevance_threshold": 0.999})
+    settings = Settings(store={"dir": tmp_path / "kb"}, retrieval={"relevance_threshold": 0.999}, ui={"language": lang})
     at = run(make_app(settings, fake))
     upload(at, [("北京.txt", BEIJING.encode())])
     calls = len(fake.chat_model.calls)
     ask(at, "量子计算机的纠错码如何设计？")
     body = "\n".join(m.value for m in at.chat_message[-1].markdown)
     assert no_passage_message("zh") in body
-    assert any("nothing was cited" in c.value for c in at.caption)
+    assert any(T("No passage of the chosen documents was relevant enough; nothing was cited.") == c.value
+               for c in at.caption)
     assert len(fake.chat_model.calls) == calls  # no model call for an empty context
 
 
@@ -352,18 +393,20 @@ def test_settings_k_and_temperature_are_used(app, monkeypatch, kb_settings, embe
 # -- knowledge-base management -----------------------------------------------------------------------------
 
 
-def test_delete_document_removes_it_and_its_upload(app, kb_settings):
+def test_delete_document_removes_it_and_its_upload(app, kb_settings, T):
     upload(app, [("北京.txt", BEIJING.encode()), ("武汉.txt", WUHAN.encode())])
     kb = _kb(app)
     beijing = next(d for d in kb.documents() if "北京.txt" in d.file_names)
-    assert "**Last upload**" in texts(app)
+    last_upload = prefix(T("**Last upload** — {summary}", summary="\x00"))
+    assert last_upload in texts(app)
     # the first click asks; Cancel keeps the document
     app.button(key=f"del_{beijing.doc_id}").click()
     run(app)
-    assert "Delete **北京.txt**?" in texts(app) and len(kb.documents()) == 2
+    asks = T("Delete **{name}**? It leaves the knowledge base and its uploaded file is deleted.", name="北京.txt")
+    assert asks in texts(app) and len(kb.documents()) == 2
     app.button(key="confirm_delete_doc_no").click()
     run(app)
-    assert "Delete **北京.txt**?" not in texts(app) and len(kb.documents()) == 2
+    assert asks not in texts(app) and len(kb.documents()) == 2
     # asked again and confirmed: gone, said so, and the stale upload panel is gone too
     app.button(key=f"del_{beijing.doc_id}").click()
     run(app)
@@ -372,18 +415,20 @@ def test_delete_document_removes_it_and_its_upload(app, kb_settings):
     assert [d.file_names for d in kb.documents()] == [["武汉.txt"]]
     page = texts(app)
     # every figure of a document row carries its label (columns stack on a narrow screen)
-    assert re.search(r"武汉\.txt  \n`[0-9a-f]{12}` · text · 1 page\(s\) · 1 chunk\(s\) · added \d{4}-", page), page
-    assert "Documents (1)" in page and "Deleted 北京.txt." in page and "**Last upload**" not in page
+    row = T("{pages} page(s) · {chunks} chunk(s) · added {when}", pages=1, chunks=1, when="\x00")
+    assert re.search(r"武汉\.txt  \n`[0-9a-f]{12}` · text · " + re.escape(prefix(row)) + r"\d{4}-", page), page
+    assert T("Documents ({n})", n=1) in page and T("Deleted {name}.", name="北京.txt") in page
+    assert last_upload not in page
     assert not (Path(kb_settings.store.dir) / "uploads" / "北京.txt").exists()
 
 
-def test_reindex_picks_up_changed_files(app, kb_settings):
+def test_reindex_picks_up_changed_files(app, kb_settings, T):
     upload(app, [("北京.txt", BEIJING.encode())])
     path = Path(kb_settings.store.dir) / "uploads" / "北京.txt"
     path.write_text(WUHAN, encoding="utf-8")
     app.button(key="reindex").click()
     run(app)
-    assert any("Re-index finished" in str(s.label) for s in app.status)
+    assert any(T("Re-index finished") == str(s.label) for s in app.status)
     kb = _kb(app)
     assert kb.retrieve("热干面", k=1)[0].text.startswith("武汉")
     app.checkbox(key="rebuild").check()
@@ -392,7 +437,7 @@ def test_reindex_picks_up_changed_files(app, kb_settings):
     assert len(kb.documents()) == 1
 
 
-def test_create_switch_and_delete_knowledge_bases(app, kb_settings):
+def test_create_switch_and_delete_knowledge_bases(app, kb_settings, T):
     from ui import services
 
     upload(app, [("北京.txt", BEIJING.encode())])
@@ -402,7 +447,7 @@ def test_create_switch_and_delete_knowledge_bases(app, kb_settings):
     assert app.session_state["kb_name"] == "合同 2024"
     new_dir = services.kb_root(kb_settings) / "合同 2024"
     assert new_dir.is_dir()
-    assert "0 document(s)" in texts(app)
+    assert T("Knowledge base **{name}** · {n} document(s) · `{path}`", name="合同 2024", n=0, path=new_dir) in texts(app)
     upload(app, [("武汉.txt", WUHAN.encode())])
     assert (new_dir / "uploads" / "武汉.txt").exists()
     # switch back: the default KB still has its own document
@@ -413,13 +458,18 @@ def test_create_switch_and_delete_knowledge_bases(app, kb_settings):
     app.text_input(key="new_kb_name").input("../escape")
     app.button(key="create_kb").click()
     run(app)
-    assert app.error and not (Path(kb_settings.store.dir).parent / "escape").exists()
+    assert [e.value for e in app.error] == [T(
+        "Use letters, digits, Chinese characters, spaces, '-', '_' or '.' (at most 64), starting with a letter, "
+        "digit or character.")]
+    assert not (Path(kb_settings.store.dir).parent / "escape").exists()
     # delete asks first
     app.selectbox(key="kb_name").set_value("合同 2024")
     run(app)
     app.button(key="ask_delete_kb").click()
     run(app)
-    assert new_dir.is_dir() and any("cannot be undone" in w.value for w in app.warning)
+    assert new_dir.is_dir() and any(
+        T("Delete knowledge base '{name}' with all its documents and uploads? This cannot be undone.", name="合同 2024")
+        == w.value for w in app.warning)
     app.button(key="confirm_delete_kb_yes").click()
     run(app)
     assert not new_dir.exists()
@@ -430,7 +480,7 @@ def test_create_switch_and_delete_knowledge_bases(app, kb_settings):
 # -- summary --------------------------------------------------------------------------------------------
 
 
-def test_summarize_with_strategy_progress_and_download(app, fake, monkeypatch):
+def test_summarize_with_strategy_progress_and_download(app, fake, monkeypatch, T):
     from streamlit.runtime.media_file_manager import MediaFileManager
 
     offered: dict[str, bytes] = {}  # url -> the bytes the browser would download
@@ -448,7 +498,8 @@ def test_summarize_with_strategy_progress_and_download(app, fake, monkeypatch):
     app.button(key="summarize").click()
     run(app)
     labels = [str(s.label) for s in app.status]
-    assert any("Summary ready — strategy map_reduce" in label for label in labels), labels
+    ready = prefix(T("Summary ready — strategy {strategy}, {steps} model call(s)", strategy="map_reduce", steps="\x00"))
+    assert any(label.startswith(ready) for label in labels), labels
     summary = app.session_state["summary"]
     assert summary["strategy"] == "map_reduce" and summary["text"]
     assert summary["text"] in texts(app)
@@ -456,7 +507,7 @@ def test_summarize_with_strategy_progress_and_download(app, fake, monkeypatch):
     assert len(buttons) == 1, "no download button"
     data = offered[buttons[0].proto.url].decode("utf-8")
     assert buttons[0].proto.url.endswith(".md")
-    assert data.startswith("# Summary") and summary["text"] in data
+    assert data.startswith("# " + T("Summary")) and summary["text"] in data
     assert "map_reduce" in data and "北京.txt" in data and "武汉.txt" in data
 
 
@@ -591,7 +642,7 @@ def test_conversations_survive_a_restart_and_can_be_started_anew_and_deleted(kb_
     assert labels == ["故宫在哪里？ (1)"] and not again.chat_message
 
 
-def test_extractive_summary_without_a_model(kb_settings, embedder, monkeypatch):
+def test_extractive_summary_without_a_model(kb_settings, embedder, monkeypatch, T):
     """With only the stand-in the Summary tab gives the outline and key sentences, labelled as
     taken from the documents, with pages, and no model call."""
     from rag.summarize import Summarizer
@@ -604,19 +655,21 @@ def test_extractive_summary_without_a_model(kb_settings, embedder, monkeypatch):
     at.button(key="summarize").click()
     run(at)
     page = texts(at)
-    assert "no model wrote it" in page
-    assert "**Outline**\n\n- 北京\n- 武汉" in page
-    key = next(m.value for m in at.markdown if m.value.startswith("**Key sentences**"))
+    from rag.summarize import EXTRACTIVE_NOTICE
+
+    assert T(EXTRACTIVE_NOTICE) in page
+    assert T("**Outline**") + "\n\n- 北京\n- 武汉" in page
+    key = next(m.value for m in at.markdown if m.value.startswith(T("**Key sentences**")))
     sentences = [line[2:] for line in key.splitlines()[2:]]
     assert 3 <= len(sentences) and all(s.endswith("_(城市.md)_") for s in sentences)
     assert all(s.split(" _(")[0] in doc for s in sentences)  # the documents' own sentences
 
 
-def test_backend_that_cannot_load_the_stand_in_says_so(kb_settings, embedder):
+def test_backend_that_cannot_load_the_stand_in_says_so(kb_settings, embedder, T):
     at = run(make_app(kb_settings))
     at.selectbox(key="model_backend_choice").set_value("transformers")
     at.button(key="apply_model").click()  # the form's submit button
     run(at)
     errors = [e.value for e in at.error]
     assert any("only the llamacpp backend loads" in e for e in errors), errors
-    assert any(e.startswith("Model not available") for e in errors)  # llama.cpp was not kept silently
+    assert any(e.startswith(prefix(T("Model not available: {error}", error="\x00"))) for e in errors)  # not kept silently

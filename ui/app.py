@@ -20,18 +20,27 @@ import streamlit as st  # noqa: E402
 
 from rag.models.registry import list_models  # noqa: E402
 from rag.settings import Settings  # noqa: E402
-from ingest.pipeline import format_duration  # noqa: E402
+from rag.i18n import format_duration  # noqa: E402
+from rag.i18n import LANGUAGES  # noqa: E402
 from ui import components as ui  # noqa: E402
-from ui import services  # noqa: E402
+from ui.i18n import N_, _  # noqa: E402
+from ui import i18n, services  # noqa: E402
 
 STRATEGIES = {
-    "auto": "auto — pick by length",
-    "stuff": "stuff — everything in one prompt",
-    "map_reduce": "map_reduce — summarise parts, then combine",
-    "refine": "refine — read part by part, improving the summary",
+    "auto": N_("auto — pick by length"),
+    "stuff": N_("stuff — everything in one prompt"),
+    "map_reduce": N_("map_reduce — summarise parts, then combine"),
+    "refine": N_("refine — read part by part, improving the summary"),
 }
-MODEL_SOURCES = ["Stand-in (packaged SmolLM2)", "Chinese-Alpaca-2 variant", "Local path", "Server URL"]
+MODEL_SOURCES = ["stand_in", "variant", "path", "url"]
+MODEL_SOURCE_LABELS = {
+    "stand_in": N_("Stand-in (packaged SmolLM2)"),
+    "variant": N_("Chinese-Alpaca-2 variant"),
+    "path": N_("Local path"),
+    "url": N_("Server URL"),
+}
 BACKENDS = ["auto", "llamacpp", "transformers", "openai"]
+LANGUAGE_CHOICES = {"auto": N_("Automatic (browser language)"), **LANGUAGES}
 
 st.set_page_config(page_title="alpaca-docqa", page_icon=":material/menu_book:", layout="wide")
 state = st.session_state
@@ -66,7 +75,7 @@ def init_state(base: Settings) -> None:
     }
     for key, value in defaults.items():
         state.setdefault(key, value)
-    if "model_source" not in state:
+    if state.get("model_source") not in MODEL_SOURCES:
         name = ms.name.strip()
         if not name:
             state.model_source = MODEL_SOURCES[0]
@@ -94,6 +103,7 @@ def effective_settings(base: Settings, kb_dir: Path) -> Settings:
 
 base = base_settings()
 init_state(base)
+i18n.choose_language(state.get("ui_language") or base.ui.language)
 
 
 # -- sidebar: knowledge bases ----------------------------------------------------------------------
@@ -106,78 +116,84 @@ if "_next_kb" in state:  # chosen by a button below in the previous run
 if state.kb_name not in kbs:
     state.kb_name = services.DEFAULT_KB
 sb.selectbox(
-    "Knowledge base", list(kbs), key="kb_name",
-    help=f"'default' is {kbs[services.DEFAULT_KB]}; others live in {services.kb_root(base)}.",
+    _("Knowledge base"), list(kbs), key="kb_name",
+    help=_("'default' is {default}; others live in {root}.", default=kbs[services.DEFAULT_KB], root=services.kb_root(base)),
 )
 kb_dir = kbs[state.kb_name]
-with sb.expander("Manage knowledge bases"):
+with sb.expander(_("Manage knowledge bases")):
     with st.form("new_kb", clear_on_submit=True, border=False):
-        new_name = st.text_input("New knowledge base", placeholder="e.g. 合同 or reports-2024", key="new_kb_name")
-        if st.form_submit_button("Create", key="create_kb"):
+        new_name = st.text_input(_("New knowledge base"), placeholder=_("e.g. 合同 or reports-2024"), key="new_kb_name")
+        if st.form_submit_button(_("Create"), key="create_kb"):
             try:
                 services.create_kb(base, new_name)
-            except ValueError as exc:
-                st.error(str(exc))
+            except services.KBNameError as exc:
+                st.error(_(exc.template, **exc.values))
             else:
                 state["_next_kb"] = services.validate_kb_name(new_name)
                 st.rerun()
     if state.kb_name == services.DEFAULT_KB:
-        st.caption("The default knowledge base cannot be deleted (delete its documents instead).")
+        st.caption(_("The default knowledge base cannot be deleted (delete its documents instead)."))
     elif not state.confirm_delete_kb:
-        if st.button(f"Delete '{state.kb_name}'…", key="ask_delete_kb"):
+        if st.button(_("Delete '{name}'…", name=state.kb_name), key="ask_delete_kb"):
             state.confirm_delete_kb = True
             st.rerun()
     else:
-        st.warning(f"Delete knowledge base '{state.kb_name}' with all its documents and uploads? This cannot be undone.")
+        st.warning(_("Delete knowledge base '{name}' with all its documents and uploads? This cannot be undone.",
+                     name=state.kb_name))
         c1, c2 = st.columns(2)
-        if c1.button("Yes, delete", type="primary", key="confirm_delete_kb_yes"):
+        if c1.button(_("Yes, delete"), type="primary", key="confirm_delete_kb_yes"):
             name = state.kb_name
             services.delete_kb(base, name)
             state.pop(f"conversation_{name}", None)
             state["_next_kb"] = services.DEFAULT_KB
             state.confirm_delete_kb = False
-            st.toast(f"Deleted knowledge base '{name}'")
+            st.toast(_("Deleted knowledge base '{name}'", name=name))
             st.rerun()
-        if c2.button("Cancel", key="confirm_delete_kb_no"):
+        if c2.button(_("Cancel"), key="confirm_delete_kb_no"):
             state.confirm_delete_kb = False
             st.rerun()
 
 
 # -- sidebar: model and answering settings ------------------------------------------------------------
 
-sb.subheader("Model")
+sb.subheader(_("Model"))
 model_info = sb.container()
-with sb.expander("Choose the model", expanded=False):
+with sb.expander(_("Choose the model"), expanded=False):
     with st.form("model_form", border=False):
-        st.radio("Model", MODEL_SOURCES, key="model_source")
+        st.radio(_("Model"), MODEL_SOURCES, key="model_source", format_func=i18n.labels(MODEL_SOURCE_LABELS).get)
         variants = [m.key for m in list_models()]
-        st.selectbox("Variant (downloaded from the Hub when missing and allowed)", variants, key="model_variant")
-        st.text_input("Local path (.gguf file, HF model folder) or Hub id", key="model_path")
-        st.text_input("Server URL (OpenAI-compatible)", key="model_url", placeholder="http://127.0.0.1:8000/v1")
-        st.selectbox("Backend", BACKENDS, key="model_backend_choice",
+        st.selectbox(_("Variant (downloaded from the Hub when missing and allowed)"), variants, key="model_variant")
+        st.text_input(_("Local path (.gguf file, HF model folder) or Hub id"), key="model_path")
+        st.text_input(_("Server URL (OpenAI-compatible)"), key="model_url", placeholder="http://127.0.0.1:8000/v1")
+        st.selectbox(_("Backend"), BACKENDS, key="model_backend_choice",
                      index=BACKENDS.index(state.model_backend) if state.model_backend in BACKENDS else 0)
-        st.number_input("Context length (0 = the model's own)", min_value=0, max_value=262144, step=1024,
+        st.number_input(_("Context length (0 = the model's own)"), min_value=0, max_value=262144, step=1024,
                         key="model_ctx_choice", value=int(state.model_ctx))
-        if st.form_submit_button("Apply", key="apply_model"):
+        if st.form_submit_button(_("Apply"), key="apply_model"):
             chosen = {
-                MODEL_SOURCES[0]: "",
-                MODEL_SOURCES[1]: state.get("model_variant", ""),
-                MODEL_SOURCES[2]: (state.get("model_path") or "").strip(),
-                MODEL_SOURCES[3]: (state.get("model_url") or "").strip(),
+                "stand_in": "",
+                "variant": state.get("model_variant", ""),
+                "path": (state.get("model_path") or "").strip(),
+                "url": (state.get("model_url") or "").strip(),
             }[state.model_source]
-            if state.model_source != MODEL_SOURCES[0] and not chosen:
-                st.error("Fill in the field for the model source you picked.")
+            if state.model_source != "stand_in" and not chosen:
+                st.error(_("Fill in the field for the model source you picked."))
             else:
                 state.model_name = chosen
                 state.model_backend = state.model_backend_choice
                 state.model_ctx = int(state.model_ctx_choice)
                 st.rerun()
 
-sb.subheader("Answering")
-sb.slider("Passages per question (k)", 1, max(20, state.k), key="k",
-          help="How many passages retrieval hands to the model (more on long-context models).")
-sb.slider("Temperature", 0.0, max(1.5, state.temperature), step=0.05, key="temperature", help="0 = always the most likely words.")
-sb.number_input("Max new tokens", 1, max(4096, state.max_new_tokens), step=16, key="max_new_tokens", help="Longest answer the model may write.")
+sb.subheader(_("Answering"))
+sb.slider(_("Passages per question (k)"), 1, max(20, state.k), key="k",
+          help=_("How many passages retrieval hands to the model (more on long-context models)."))
+sb.slider(_("Temperature"), 0.0, max(1.5, state.temperature), step=0.05, key="temperature",
+          help=_("0 = always the most likely words."))
+sb.number_input(_("Max new tokens"), 1, max(4096, state.max_new_tokens), step=16, key="max_new_tokens",
+                help=_("Longest answer the model may write."))
+sb.selectbox(_("Language"), list(LANGUAGE_CHOICES), key="ui_language", format_func=i18n.labels(LANGUAGE_CHOICES).get,
+             index=list(LANGUAGE_CHOICES).index(base.ui.language) if base.ui.language in LANGUAGE_CHOICES else 0,
+             help=_("Language of this interface; answers follow the language of each question."))
 
 settings = effective_settings(base, kb_dir)
 
@@ -185,10 +201,10 @@ settings = effective_settings(base, kb_dir)
 # -- the knowledge base and the model -------------------------------------------------------------------
 
 try:
-    with st.spinner(f"Opening knowledge base '{state.kb_name}' (first time: loading the embedder)…"):
+    with st.spinner(_("Opening knowledge base '{name}' (first time: loading the embedder)…", name=state.kb_name)):
         kb = services.open_kb(settings)
 except Exception as exc:  # a broken store or a missing embedder: say so, keep the page usable
-    st.error(f"The knowledge base at {kb_dir} cannot be opened: {exc}")
+    st.error(_("The knowledge base at {path} cannot be opened: {error}", path=kb_dir, error=exc))
     st.stop()
 
 _model_cache: dict = {}
@@ -202,8 +218,8 @@ def get_model():
             if injected is not None:
                 loaded = injected
             else:
-                label = settings.model.name or "the stand-in model"
-                with st.spinner(f"Loading {label} (first time only)…"):
+                label = settings.model.name or _("the stand-in model")
+                with st.spinner(_("Loading {name} (first time only)…", name=label)):
                     loaded = services.load_model(settings)
             _model_cache["value"] = (services.with_sampling(loaded, settings), None)
         except Exception as exc:
@@ -234,21 +250,21 @@ def remember(message: dict) -> None:
 
 conversations_slot = sb.container()  # drawn last, so a conversation begun below is listed
 
-st.title("Ask your documents")
-st.caption(f"Knowledge base **{state.kb_name}** · {len(docs)} document(s) · `{kb_dir}`")
+st.title(_("Ask your documents"))
+st.caption(_("Knowledge base **{name}** · {n} document(s) · `{path}`", name=state.kb_name, n=len(docs), path=kb_dir))
 
 scope_key = f"scope_{state.kb_name}"
 if scope_key in state:
     state[scope_key] = [d for d in state[scope_key] if d in doc_names]
 chosen_ids = st.multiselect(
-    "Use only these documents (empty = all)", list(doc_names), key=scope_key,
+    _("Use only these documents (empty = all)"), list(doc_names), key=scope_key,
     format_func=lambda i: doc_names.get(i, i), disabled=not docs,
-    help="Questions and summaries only read the documents chosen here.",
+    help=_("Questions and summaries only read the documents chosen here."),
 )
 doc_ids = list(chosen_ids) or None
 
 tab_chat, tab_docs, tab_summary = st.tabs(
-    [":material/chat: Chat", ":material/description: Documents", ":material/summarize: Summary"]
+    [":material/chat: " + _("Chat"), ":material/description: " + _("Documents"), ":material/summarize: " + _("Summary")]
 )
 
 
@@ -256,14 +272,13 @@ tab_chat, tab_docs, tab_summary = st.tabs(
 
 def progress_text(p) -> str:
     """``2/5 files · 120/300 chunks · about 1 min 5 s left · report.pdf: embedding``"""
-    parts = [f"{p.done}/{p.total} files"]
+    parts = [_("{done}/{total} files", done=p.done, total=p.total)]
     if p.chunks_total:
-        parts.append(f"{p.chunks_done}/{p.chunks_total} chunks")
+        parts.append(_("{done}/{total} chunks", done=p.chunks_done, total=p.chunks_total))
     if p.eta_s is not None:
-        parts.append(f"about {format_duration(p.eta_s)} left")
-    doing = {"checking": "checking", "reading": "reading", "embedding": "embedding"}.get(p.status, p.status)
+        parts.append(_("about {time} left", time=format_duration(p.eta_s, i18n.language())))
     if p.name:
-        parts.append(f"{p.name}: {doing}")
+        parts.append(f"{p.name}: {ui.status_text(p.status)}")
     return " · ".join(parts)
 
 
@@ -282,7 +297,7 @@ def ingest_panel() -> None:
             state.upload_results[state.kb_name] = job.batch.outcomes
         st.rerun()
     with st.container(border=True):
-        st.markdown(f"**Adding {len(job.names)} file(s)** — you can keep asking questions meanwhile.")
+        st.markdown(_("**Adding {n} file(s)** — you can keep asking questions meanwhile.", n=len(job.names)))
         st.progress(min(max(job.progress.fraction, 0.0), 1.0), text=progress_text(job.progress))
 
 
@@ -290,7 +305,7 @@ def upload_summary(outcomes) -> str:
     counts: dict[str, int] = {}
     for o in outcomes:
         counts[o.status] = counts.get(o.status, 0) + 1
-    return ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items())
+    return _(", ").join(f"{v} {ui.status_text(k)}" for k, v in counts.items())
 
 
 with tab_docs:
@@ -298,7 +313,7 @@ with tab_docs:
     limit = float(min(base.ui.max_upload_mb, st.get_option("server.maxUploadSize") or base.ui.max_upload_mb))
     job = services.ingest_job(settings)
     uploaded = st.file_uploader(
-        f"Add documents — drag and drop or browse (PDF, DOCX, HTML, Markdown, text; up to {limit:g} MB each)",
+        _("Add documents — drag and drop or browse (PDF, DOCX, HTML, Markdown, text; up to {mb} MB each)", mb=f"{limit:g}"),
         # no type filter: the browser would drop other files silently; each is reported instead
         accept_multiple_files=True,
         key=f"uploader_{state.uploader_gen}",
@@ -313,53 +328,54 @@ with tab_docs:
     if job is not None:
         ingest_panel()
     if state.get("upload_error"):
-        st.error(f"Adding the files failed: {state.pop('upload_error')}")
+        st.error(_("Adding the files failed: {error}", error=state.pop("upload_error")))
     results = state.upload_results.get(state.kb_name)
     if results:
         with st.container(border=True):
-            st.markdown(f"**Last upload** — {upload_summary(results)}")
+            st.markdown(_("**Last upload** — {summary}", summary=upload_summary(results)))
             ui.render_upload_outcomes(results)
-            if st.button("Dismiss", key="dismiss_upload"):
+            if st.button(_("Dismiss"), key="dismiss_upload"):
                 state.upload_results.pop(state.kb_name, None)
                 st.rerun()
 
     if state.get("deleted_message"):
         st.success(state.pop("deleted_message"), icon=":material/delete:")
-    st.subheader(f"Documents ({len(docs)})")
+    st.subheader(_("Documents ({n})", n=len(docs)))
     if not docs:
-        st.info("This knowledge base is empty. Drop files above to add them.")
+        st.info(_("This knowledge base is empty. Drop files above to add them."))
     else:
         for d in docs:
             # each figure carries its own label, so a narrow screen (where columns stack) keeps them
             cols = st.columns([8, 1], vertical_alignment="center")
             stems = {Path(n).stem for n in d.file_names}
             title = f" — {d.title}" if d.title and d.title not in d.file_names and d.title not in stems else ""
-            cols[0].markdown(f"{doc_names[d.doc_id]}{title}  \n`{d.doc_id[:12]}` · {d.file_type} · "
-                             f"{d.pages} page(s) · {d.chunk_count} chunk(s) · added {ui.when(d.added_at)}")
-            if cols[1].button("", icon=":material/delete:", key=f"del_{d.doc_id}", help=f"Delete {doc_names[d.doc_id]}"):
+            cols[0].markdown(f"{doc_names[d.doc_id]}{title}  \n`{d.doc_id[:12]}` · {d.file_type} · " + _(
+                "{pages} page(s) · {chunks} chunk(s) · added {when}", pages=d.pages, chunks=d.chunk_count,
+                when=ui.when(d.added_at)))
+            if cols[1].button("", icon=":material/delete:", key=f"del_{d.doc_id}",
+                              help=_("Delete {name}", name=doc_names[d.doc_id])):
                 state.confirm_delete_doc = d.doc_id
                 st.rerun()
             if state.get("confirm_delete_doc") == d.doc_id:
-                st.warning(f"Delete **{doc_names[d.doc_id]}**? It leaves the knowledge base and its uploaded "
-                           "file is deleted.")
+                st.warning(_("Delete **{name}**? It leaves the knowledge base and its uploaded file is deleted.",
+                             name=doc_names[d.doc_id]))
                 yes, no = st.columns(2)
-                if yes.button("Yes, delete", type="primary", key="confirm_delete_doc_yes"):
-                    with st.spinner(f"Deleting {doc_names[d.doc_id]}…"):
+                if yes.button(_("Yes, delete"), type="primary", key="confirm_delete_doc_yes"):
+                    with st.spinner(_("Deleting {name}…", name=doc_names[d.doc_id])):
                         services.delete_document(kb, d.doc_id)
                     state.confirm_delete_doc = None
                     state.upload_results.pop(state.kb_name, None)  # its outcomes are stale now
-                    state.deleted_message = f"Deleted {doc_names[d.doc_id]}."
+                    state.deleted_message = _("Deleted {name}.", name=doc_names[d.doc_id])
                     st.rerun()
-                if no.button("Cancel", key="confirm_delete_doc_no"):
+                if no.button(_("Cancel"), key="confirm_delete_doc_no"):
                     state.confirm_delete_doc = None
                     st.rerun()
-        with st.expander("Re-index"):
-            st.caption("Read the documents' files again: changed files are re-indexed, unchanged ones "
-                       "are skipped. 'Rebuild' re-splits and re-embeds everything (after changing "
-                       "chunking or embedding settings).")
-            rebuild = st.checkbox("Rebuild from scratch", key="rebuild")
-            if st.button("Re-index now", key="reindex"):
-                with st.status("Re-indexing…", expanded=True) as status:
+        with st.expander(_("Re-index")):
+            st.caption(_("Read the documents' files again: changed files are re-indexed, unchanged ones are skipped. "
+                         "'Rebuild' re-splits and re-embeds everything (after changing chunking or embedding settings)."))
+            rebuild = st.checkbox(_("Rebuild from scratch"), key="rebuild")
+            if st.button(_("Re-index now"), key="reindex"):
+                with st.status(_("Re-indexing…"), expanded=True) as status:
                     bar = st.progress(0.0)
 
                     def on_reindex(p) -> None:
@@ -370,13 +386,15 @@ with tab_docs:
                     result = services.reindex(kb, rebuild=rebuild, doc_ids=doc_ids, progress=on_reindex)
                     r = result.report
                     if r is not None:
-                        st.write(f"added {r.added}, updated {r.updated}, unchanged {r.unchanged}, "
-                                 f"chunks {r.chunks}, failed {len(r.failed)}")
+                        st.write(_("added {added}, updated {updated}, unchanged {unchanged}, chunks {chunks}, "
+                                   "failed {failed}", added=r.added, updated=r.updated, unchanged=r.unchanged,
+                                   chunks=r.chunks, failed=len(r.failed)))
                         for f in r.failed:
                             st.error(f"{Path(f.path).name}: {f.error}")
                     for m in result.missing:
-                        st.warning(f"{m}: the file is gone; the stored copy was kept (delete it above if unwanted).")
-                    status.update(label="Re-index finished", state="error" if (r and r.failed) else "complete")
+                        st.warning(_("{path}: the file is gone; the stored copy was kept (delete it above if unwanted).",
+                                     path=m))
+                    status.update(label=_("Re-index finished"), state="error" if (r and r.failed) else "complete")
 
 
 # -- chat --------------------------------------------------------------------------------------------------
@@ -384,22 +402,23 @@ with tab_docs:
 with tab_chat:
     notice_slot = st.container()
     if not docs:
-        st.info("**No documents yet.** Open the **Documents** tab and drop PDF, Word, HTML, Markdown or "
-                "text files there; then ask questions here. Answers cite the passages they use [1], [2] …")
+        st.info(_("**No documents yet.** Open the **Documents** tab and drop PDF, Word, HTML, Markdown or text files "
+                  "there; then ask questions here. Answers cite the passages they use [1], [2] …"))
     # Quote mode is the default while only the packaged stand-in would answer (it cannot answer
     # Chinese questions usefully); with a real model it is one click away as the evidence.
     stand_in = services.stand_in_answers(settings, state.get(services.MODEL_KEY))
     if state.get("_answer_mode_for") != stand_in:
         state.answer_mode = "quote" if stand_in else "generate"
         state._answer_mode_for = stand_in
-    st.radio("Answer with", ["quote", "generate"], key="answer_mode", horizontal=True,
-             format_func={"quote": "Quotes from the documents", "generate": "The model's own answer"}.get)
+    answer_modes = {"quote": N_("Quotes from the documents"), "generate": N_("The model's own answer")}
+    st.radio(_("Answer with"), list(answer_modes), key="answer_mode", horizontal=True,
+             format_func=i18n.labels(answer_modes).get)
     if state.answer_mode == "quote" and stand_in:
-        st.caption("Only the small stand-in model is available, and it cannot answer well: answers are the "
-                   "documents' own sentences that best match the question, with their sources. Choose "
-                   "**The model's own answer** to let it write anyway, or pick a Chinese-Alpaca-2 model.")
+        st.caption(_("Only the small stand-in model is available, and it cannot answer well: answers are the "
+                     "documents' own sentences that best match the question, with their sources. Choose "
+                     "**The model's own answer** to let it write anyway, or pick a Chinese-Alpaca-2 model."))
     elif state.answer_mode == "quote":
-        st.caption("Show me the evidence: the documents' own sentences that best match the question.")
+        st.caption(_("Show me the evidence: the documents' own sentences that best match the question."))
     conversation = st.container()  # above the input, also for the turn being answered now
     for message in chat_log:
         with conversation.chat_message(message["role"]):
@@ -407,7 +426,7 @@ with tab_chat:
                 ui.render_answer(message)
             else:
                 st.markdown(message["content"])
-    question = st.chat_input("Ask a question about your documents…" if docs else "Add documents first",
+    question = st.chat_input(_("Ask a question about your documents…") if docs else _("Add documents first"),
                              disabled=not docs, key="question")
     if question:
         history = services.history_pairs(chat_log)
@@ -418,7 +437,8 @@ with tab_chat:
             mode = state.answer_mode
             model, error = (None, None) if mode == "quote" else get_model()
             if model is None and mode != "quote":
-                message = {"role": "assistant", "content": f"The model could not be loaded: {error}", "error": True}
+                message = {"role": "assistant", "content": _("The model could not be loaded: {error}", error=error),
+                           "error": True}
             else:
                 kb_view = kb if mode == "quote" else services.with_model(kb, model)
                 final: dict = {}
@@ -441,10 +461,11 @@ with tab_chat:
 
                 try:
                     with answer_area:
-                        with st.spinner("Searching the documents and answering…"):
+                        with st.spinner(_("Searching the documents and answering…")):
                             streamed = st.write_stream(tokens())
                 except Exception as exc:
-                    message = {"role": "assistant", "content": f"Answering failed: {type(exc).__name__}: {exc}", "error": True}
+                    message = {"role": "assistant", "error": True,
+                               "content": _("Answering failed: {error}", error=f"{type(exc).__name__}: {exc}")}
                 else:
                     answer = final.get("answer", streamed if isinstance(streamed, str) else "")
                     message = {"role": "assistant", "content": answer, "sources": final.get("sources", []),
@@ -459,20 +480,20 @@ with tab_chat:
 # -- summary ----------------------------------------------------------------------------------------------
 
 with tab_summary:
-    scope = ", ".join(doc_names[i] for i in chosen_ids) if chosen_ids else "all documents"
-    st.caption(f"Summarises: {scope} (choose above).")
+    scope = ", ".join(doc_names[i] for i in chosen_ids) if chosen_ids else _("all documents")
+    st.caption(_("Summarises: {scope} (choose above).", scope=scope))
     stand_in = services.stand_in_answers(settings, state.get(services.MODEL_KEY))
     if state.get("_summary_mode_for") != stand_in:  # extractive while only the stand-in would write
         state.summary_mode = "extractive" if stand_in else "generate"
         state._summary_mode_for = stand_in
-    st.radio("Summary", ["extractive", "generate"], key="summary_mode", horizontal=True,
-             format_func={"extractive": "Outline and key sentences (no model)",
-                          "generate": "Written by the model"}.get)
+    summary_modes = {"extractive": N_("Outline and key sentences (no model)"), "generate": N_("Written by the model")}
+    st.radio(_("Summary"), list(summary_modes), key="summary_mode", horizontal=True,
+             format_func=i18n.labels(summary_modes).get)
     extractive = state.summary_mode == "extractive"
-    strategy = st.selectbox("Strategy", list(STRATEGIES), format_func=STRATEGIES.get, key="strategy",
+    strategy = st.selectbox(_("Strategy"), list(STRATEGIES), format_func=i18n.labels(STRATEGIES).get, key="strategy",
                             disabled=extractive)
-    if extractive and st.button("Summarize", disabled=not docs, key="summarize", type="primary"):
-        with st.spinner("Finding the outline and the most central sentences…"):
+    if extractive and st.button(_("Summarize"), disabled=not docs, key="summarize", type="primary"):
+        with st.spinner(_("Finding the outline and the most central sentences…")):
             try:
                 result = kb.extractive_summary(doc_ids)
             except Exception as exc:
@@ -480,33 +501,41 @@ with tab_summary:
             else:
                 names = [doc_names[i] for i in chosen_ids] if chosen_ids else list(doc_names.values())
                 state.summary = {"kb": state.kb_name, "extractive": True, "documents": names,
-                                 "markdown": result.to_markdown(), "notice": result.notice,
-                                 "outline": [(h, p) for _, h, p in result.outline],
+                                 "markdown": result.to_markdown(_("Summary")), "notice": result.notice,
+                                 "outline": [(h, p) for _x, h, p in result.outline],
                                  "sentences": [(s.text, s.file_name, s.page) for s in result.sentences]}
-    elif not extractive and st.button("Summarize", disabled=not docs, key="summarize", type="primary"):
+    elif not extractive and st.button(_("Summarize"), disabled=not docs, key="summarize", type="primary"):
         model, error = get_model()
         if model is None:
-            st.error(f"The model could not be loaded: {error}")
+            st.error(_("The model could not be loaded: {error}", error=error))
         else:
-            with st.status(f"Summarizing ({strategy})…", expanded=True) as status:
-                bar = st.progress(0.0, text="Reading the documents…")
+            with st.status(_("Summarizing ({strategy})…", strategy=strategy), expanded=True) as status:
+                bar = st.progress(0.0, text=_("Reading the documents…"))
+                live = st.empty()  # the final summary, as the model writes it
+                written: list[str] = []
+                phases = {"stuff": N_("one prompt"), "map": N_("summarising parts"), "reduce": N_("combining"),
+                          "refine": N_("refining")}
 
                 def on_summary(p) -> None:
-                    total = max(int(getattr(p, "total", 1) or 1), 1)
-                    done = int(getattr(p, "done", 0))
-                    phase = getattr(p, "phase", "")
-                    try:
-                        bar.progress(min(done / total, 1.0), text=f"{phase} {done}/{total} ({getattr(p, 'strategy', strategy)})")
-                    except Exception:
-                        pass
+                    total = max(int(p.total or 1), 1)
+                    phase = _(phases.get(p.phase, p.phase))
+                    bar.progress(min(p.done / total, 1.0),
+                                 text=_("{phase}: step {done} of {total}", phase=phase, done=p.done, total=total))
+
+                def on_text(piece: str) -> None:
+                    written.append(piece)
+                    live.markdown("".join(written) + " ▌")
 
                 try:
-                    result = services.with_model(kb, model).summarize(doc_ids=doc_ids, strategy=strategy, progress=on_summary)
+                    result = services.with_model(kb, model).summarize(doc_ids=doc_ids, strategy=strategy,
+                                                                      progress=on_summary, on_text=on_text)
                 except Exception as exc:
-                    status.update(label="Summarizing failed", state="error")
+                    status.update(label=_("Summarizing failed"), state="error")
                     st.error(f"{type(exc).__name__}: {exc}")
                 else:
-                    status.update(label=f"Summary ready — strategy {result.strategy}, {result.steps} model call(s)",
+                    live.empty()
+                    status.update(label=_("Summary ready — strategy {strategy}, {steps} model call(s)",
+                                          strategy=result.strategy, steps=result.steps),
                                   state="complete", expanded=False)
                     names = [doc_names[i] for i in chosen_ids] if chosen_ids else list(doc_names.values())
                     state.summary = {
@@ -517,25 +546,26 @@ with tab_summary:
     summary = state.summary
     if summary and summary["kb"] == state.kb_name and summary.get("extractive"):
         with st.container(border=True):
-            st.markdown(f"**Outline and key sentences** · {len(summary['documents'])} document(s)")
-            st.caption(summary["notice"])
+            st.markdown(_("**Outline and key sentences** · {n} document(s)", n=len(summary["documents"])))
+            st.caption(_(summary["notice"]))
+            page = _("p. {page}")
             if summary["outline"]:
-                st.markdown("**Outline**\n\n" + "\n".join(
-                    f"- {h}" + (f" (p. {p})" if p else "") for h, p in summary["outline"]))
-            st.markdown("**Key sentences**\n\n" + "\n".join(
-                f"- {t} _({f}{f', p. {p}' if p else ''})_" for t, f, p in summary["sentences"]))
-            st.download_button("Download as Markdown", summary["markdown"], file_name="summary.md",
+                st.markdown(_("**Outline**") + "\n\n" + "\n".join(
+                    f"- {h}" + (f" ({page.format(page=p)})" if p else "") for h, p in summary["outline"]))
+            st.markdown(_("**Key sentences**") + "\n\n" + "\n".join(
+                f"- {t} _({f}{', ' + page.format(page=p) if p else ''})_" for t, f, p in summary["sentences"]))
+            st.download_button(_("Download as Markdown"), summary["markdown"], file_name="summary.md",
                                mime="text/markdown", key="download_summary", icon=":material/download:")
     elif summary and summary["kb"] == state.kb_name:
         with st.container(border=True):
-            st.markdown(f"**Summary** · strategy `{summary['strategy']}` · {summary['steps']} model call(s) · "
-                        f"{len(summary['documents'])} document(s)")
+            st.markdown(_("**Summary** · strategy `{strategy}` · {steps} model call(s) · {n} document(s)",
+                          strategy=summary["strategy"], steps=summary["steps"], n=len(summary["documents"])))
             st.markdown(summary["text"])
             if summary.get("notice"):
-                st.warning(summary["notice"], icon=":material/warning:")
+                st.warning(_(summary["notice"]), icon=":material/warning:")
             st.download_button(
-                "Download as Markdown",
-                services.summary_markdown("Summary", summary["text"], summary["strategy"], summary["documents"]),
+                _("Download as Markdown"),
+                services.summary_markdown(_("Summary"), summary["text"], summary["strategy"], summary["documents"]),
                 file_name="summary.md", mime="text/markdown", key="download_summary", icon=":material/download:",
             )
 
@@ -545,36 +575,37 @@ with tab_summary:
 with model_info:
     model, model_error = get_model()
     if model is None:
-        st.error(f"Model not available: {model_error}")
-        st.caption("Pick another model below, or set DOCQA_MODEL__NAME and restart.")
+        st.error(_("Model not available: {error}", error=model_error))
+        st.caption(_("Pick another model below, or set DOCQA_MODEL__NAME and restart."))
     else:
-        st.markdown(f"**{model.name}**  \n{model.backend} · context window **{model.context_window:,}** tokens")
+        st.markdown(f"**{model.name}**  \n{model.backend} · " +
+                    _("context window **{tokens}** tokens", tokens=f"{model.context_window:,}"))
         if model.is_stand_in:
-            st.caption("Stand-in model (no model configured).")
+            st.caption(_("Stand-in model (no model configured)."))
 with notice_slot:  # in quote mode the stand-in writes nothing: the caption above says why
     quoting_for_stand_in = model is not None and model.is_stand_in and state.answer_mode == "quote"
     if model is not None and (model.is_stand_in or model.notice) and not quoting_for_stand_in:
-        st.warning(model.notice or "A stand-in model is answering.", icon=":material/warning:")
+        st.warning(_(model.notice or "A stand-in model is answering."), icon=":material/warning:")
     elif model is None:
-        st.error(f"No model: {model_error}")
+        st.error(_("No model: {error}", error=model_error))
 
 
 # -- sidebar: stored conversations (last: this run's new turns are in the list) ------------------
 
 with conversations_slot:
-    st.subheader("Conversations")
-    if st.button("New conversation", key="new_conversation", icon=":material/add:", disabled=not chat_log):
+    st.subheader(_("Conversations"))
+    if st.button(_("New conversation"), key="new_conversation", icon=":material/add:", disabled=not chat_log):
         state[conv_key] = None
         st.rerun()
     for conv in conversations.list()[:30]:
         current = conv.id == state[conv_key]
         if st.button(f"{conv.title or '…'} ({conv.turns})", key=f"open_conv_{conv.id}", icon=":material/chat:",
                      type="primary" if current else "secondary", width="stretch",
-                     help="The conversation that is open" if current else "Open this conversation"):
+                     help=_("The conversation that is open") if current else _("Open this conversation")):
             state[conv_key] = conv.id
             st.rerun()
-    if state[conv_key] and st.button("Delete this conversation", key="delete_conversation", icon=":material/delete:"):
+    if state[conv_key] and st.button(_("Delete this conversation"), key="delete_conversation", icon=":material/delete:"):
         conversations.delete(state[conv_key])
         state[conv_key] = None
-        st.toast("Conversation deleted")
+        st.toast(_("Conversation deleted"))
         st.rerun()

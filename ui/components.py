@@ -9,6 +9,8 @@ from typing import Any, Sequence
 
 import streamlit as st
 
+from ui.i18n import N_, _
+
 STATUS_ICON = {
     "added": ":material/check_circle:",
     "updated": ":material/sync:",
@@ -19,7 +21,25 @@ STATUS_ICON = {
     "unsupported": ":material/block:",
 }
 
+STATUS_TEXT = {
+    "added": N_("added"),
+    "updated": N_("updated"),
+    "unchanged": N_("unchanged"),
+    "duplicate": N_("duplicate"),
+    "failed": N_("failed"),
+    "too_large": N_("too large"),
+    "unsupported": N_("unsupported"),
+    "checking": N_("checking"),
+    "reading": N_("reading"),
+    "embedding": N_("embedding"),
+}
+
 _CITATION = re.compile(r"\[(\d{1,3})\]")
+
+
+def status_text(status: str) -> str:
+    """An upload or ingestion status in the interface language."""
+    return _(STATUS_TEXT[status]) if status in STATUS_TEXT else status
 
 
 def source_label(src: dict) -> str:
@@ -29,9 +49,9 @@ def source_label(src: dict) -> str:
     page = src.get("page")
     pages = src.get("pages") or []
     if len(pages) == 2 and pages[0] != pages[1]:  # a passage widened over a page break
-        where = f" · pp. {pages[0]}–{pages[1]}"
+        where = " · " + _("pp. {first}–{last}", first=pages[0], last=pages[1])
     else:
-        where = f" · p. {page}" if page else ""
+        where = " · " + _("p. {page}", page=page) if page else ""
     return f"[{src.get('n', '?')}] {name}{where}"
 
 
@@ -63,16 +83,17 @@ def passage_html(text: str, spans: Sequence[Sequence[int]]) -> str:
 def render_sources(sources: Sequence[dict]) -> None:
     if not sources:
         return
-    st.caption("Sources — open one to read the passage")
+    st.caption(_("Sources — open one to read the passage"))
     for src in sources:
         score = src.get("score")
-        label = source_label(src) + (f" · relevance {score:.2f}" if isinstance(score, (int, float)) else "")
+        label = source_label(src) + (" · " + _("relevance {score}", score=f"{score:.2f}")
+                                     if isinstance(score, (int, float)) else "")
         text = str(src.get("text", ""))
         with st.expander(label, expanded=bool(src.get("quotes"))):
             if src.get("quotes"):  # quote mode: the quoted sentences marked inside their passage
                 st.markdown(passage_html(text, src["quotes"]), unsafe_allow_html=True)
             else:
-                st.markdown(text.strip() or "_(empty passage)_")
+                st.markdown(text.strip() or "_" + _("(empty passage)") + "_")
             st.caption(str(src.get("source", "")))
 
 
@@ -83,28 +104,31 @@ def render_answer(message: dict) -> None:
         return
     sources = message.get("sources") or []
     if message.get("mode") == "quote" and message.get("found", True):
-        st.caption(":material/format_quote: Quoted from the documents (no model wrote this)")
+        st.caption(":material/format_quote: " + _("Quoted from the documents (no model wrote this)"))
         for line in str(message.get("content", "")).split("\n\n"):
             st.markdown("> " + highlight_citations(line, sources))
     else:
         st.markdown(highlight_citations(message.get("content", ""), sources))
     searched = message.get("searched_for") or []
     if len(searched) > 1:  # a follow-up: both the question and its rewrite were searched
-        st.caption("Searched for: " + " · ".join(f"“{q}”" for q in searched))
+        st.caption(_("Searched for: {queries}", queries=" · ".join(f"“{q}”" for q in searched)))
     if message.get("notice") and message.get("mode") != "quote":
-        st.warning(message["notice"], icon=":material/warning:")
+        st.warning(_(message["notice"]), icon=":material/warning:")
     if sources:
         # quote mode: only the passages something was quoted from are opened and marked
         render_sources([s for s in sources if s.get("quotes")] or sources
                        if message.get("mode") == "quote" else sources)
     else:
-        st.caption("No passage of the chosen documents was relevant enough; nothing was cited.")
+        st.caption(_("No passage of the chosen documents was relevant enough; nothing was cited."))
 
 
 def render_upload_outcomes(outcomes: Sequence[Any]) -> None:
     for o in outcomes:
         icon = STATUS_ICON.get(o.status)
-        text = f"**{o.name}** — {o.message}"
+        said = _(o.template, **o.values) if o.template else o.message
+        if o.renamed_to:
+            said += _(" (saved as {name})", name=o.renamed_to)
+        text = f"**{o.name}** — {said}"
         if o.ok:
             (st.success if o.status in ("added", "updated") else st.info)(text, icon=icon)
         else:

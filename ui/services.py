@@ -44,6 +44,7 @@ from typing import Any, Callable, Iterable, Sequence
 import streamlit as st
 
 from rag.settings import Settings
+from ui.i18n import N_
 
 DEFAULT_KB = "default"
 KB_ROOT_NAME = "kbs"
@@ -82,18 +83,26 @@ def list_kbs(settings: Settings) -> dict[str, Path]:
     return kbs
 
 
+class KBNameError(ValueError):
+    """A knowledge-base name that cannot be used; ``template`` and ``values`` for translation."""
+
+    def __init__(self, template: str, **values: Any):
+        super().__init__(template.format(**values))
+        self.template, self.values = template, values
+
+
 def validate_kb_name(name: str) -> str:
     """The name, stripped; ValueError with a readable reason when it cannot be a folder name."""
     name = unicodedata.normalize("NFC", (name or "").strip())
     if not name:
-        raise ValueError("Give the knowledge base a name.")
+        raise KBNameError(N_("Give the knowledge base a name."))
     if name.lower() == DEFAULT_KB:
-        raise ValueError(f"'{DEFAULT_KB}' is the name of the default knowledge base.")
+        raise KBNameError(N_("'{name}' is the name of the default knowledge base."), name=DEFAULT_KB)
     if not _KB_NAME.match(name) or name in (".", ".."):
-        raise ValueError(
+        raise KBNameError(N_(
             "Use letters, digits, Chinese characters, spaces, '-', '_' or '.' (at most 64), "
             "starting with a letter, digit or character."
-        )
+        ))
     return name
 
 
@@ -101,7 +110,7 @@ def create_kb(settings: Settings, name: str) -> Path:
     name = validate_kb_name(name)
     path = kb_root(settings) / name
     if path.exists():
-        raise ValueError(f"A knowledge base named '{name}' already exists.")
+        raise KBNameError(N_("A knowledge base named '{name}' already exists."), name=name)
     path.mkdir(parents=True)
     return path
 
@@ -313,13 +322,27 @@ class UploadOutcome:
     """The name the browser sent."""
     status: str
     """added | updated | unchanged | duplicate | failed | too_large | unsupported"""
-    message: str
+    message: str = ""
+    """What happened, in English; ``template`` and ``values`` are the same for translation."""
     saved_as: str | None = None
     doc_id: str | None = None
+    template: str = ""
+    values: dict = field(default_factory=dict)
+    renamed_to: str | None = None
+    """The name it was saved under, when that differs from the one sent."""
 
     @property
     def ok(self) -> bool:
         return self.status in ("added", "updated", "unchanged", "duplicate")
+
+    def say(self, template: str, **values: Any) -> "UploadOutcome":
+        self.template, self.values = template, values
+        self.message = template.format(**values) + (f" (saved as {self.renamed_to})" if self.renamed_to else "")
+        return self
+
+
+def outcome(name: str, status: str, template: str, **values: Any) -> UploadOutcome:
+    return UploadOutcome(name, status).say(template, **values)
 
 
 @dataclass
@@ -399,32 +422,32 @@ def ingest_uploads(
         if progress:
             progress(last)
 
-    def tick(outcome: UploadOutcome) -> None:
+    def tick(result: UploadOutcome) -> None:
         nonlocal done
         done += 1
         # files refused before ingestion count as done work too
-        tell(name=outcome.name, status=outcome.status, fraction=max(last.fraction, done / max(total, 1)))
+        tell(name=result.name, status=result.status, fraction=max(last.fraction, done / max(total, 1)))
 
     for name, data in files:
         shown = safe_filename(name)
         suffix = PurePosixPath(shown).suffix.lower()
         if len(data) > limit:
-            outcome = UploadOutcome(
+            result = outcome(
                 name, "too_large",
-                f"{len(data) / 1048576:.1f} MB is above the upload limit of {max_upload_mb:g} MB "
-                f"(setting ui.max_upload_mb, DOCQA_UI__MAX_UPLOAD_MB).",
+                N_("{size} MB is above the upload limit of {limit} MB (setting ui.max_upload_mb, DOCQA_UI__MAX_UPLOAD_MB)."),
+                size=f"{len(data) / 1048576:.1f}", limit=f"{max_upload_mb:g}",
             )
         elif suffix not in SUPPORTED_SUFFIXES:
-            outcome = UploadOutcome(
-                name, "unsupported",
-                f"'{suffix or 'no extension'}' files cannot be read; supported: "
-                + ", ".join(supported_suffixes()) + ".",
+            result = outcome(
+                name, "unsupported", N_("'{suffix}' files cannot be read; supported: {supported}."),
+                suffix=suffix or "no extension", supported=", ".join(supported_suffixes()),
             )
         else:
             doc_id = content_id(data)
             if doc_id in known:
                 names = ", ".join(known[doc_id].file_names) or known[doc_id].title
-                outcome = UploadOutcome(name, "duplicate", f"already in the knowledge base (as {names}).", doc_id=doc_id)
+                result = outcome(name, "duplicate", N_("already in the knowledge base (as {names})."), names=names)
+                result.doc_id = doc_id
             elif doc_id in first_copy:
                 # Whether this copy counts as stored depends on how the first copy fares.
                 copies.append((UploadOutcome(name, "duplicate", "", doc_id=doc_id), first_copy[doc_id]))
@@ -434,55 +457,56 @@ def ingest_uploads(
                 try:
                     path, was_written = save_upload(folder, name, data)
                 except (OSError, ValueError) as exc:
-                    outcome = UploadOutcome(name, "failed", f"could not be saved: {exc}")
-                    first_copy[doc_id] = outcome
+                    result = outcome(name, "failed", N_("could not be saved: {error}"), error=exc)
+                    first_copy[doc_id] = result
                 else:
                     if was_written:
                         written.add(str(path))
-                    note = f" (saved as {path.name})" if path.name != shown else ""
-                    to_ingest[str(path)] = UploadOutcome(name, "pending", note, saved_as=str(path), doc_id=doc_id)
+                    to_ingest[str(path)] = UploadOutcome(name, "pending", saved_as=str(path), doc_id=doc_id,
+                                                         renamed_to=path.name if path.name != shown else None)
                     first_copy[doc_id] = to_ingest[str(path)]
                     batch.outcomes.append(to_ingest[str(path)])
                     continue
-        batch.outcomes.append(outcome)
-        tick(outcome)
+        batch.outcomes.append(result)
+        tick(result)
 
     if to_ingest:
         before = done  # files settled before ingestion started
 
         def on_progress(p) -> None:
-            outcome = to_ingest.get(str(Path(p.path).resolve())) or to_ingest.get(p.path)
-            if outcome is None:
+            result = to_ingest.get(str(Path(p.path).resolve())) or to_ingest.get(p.path)
+            if result is None:
                 return
             share = (before + p.fraction * len(to_ingest)) / max(total, 1)
             figures = dict(chunks_done=p.chunks_done, chunks_total=p.chunks_total, eta_s=p.eta_s)
             if not p.finished:
-                tell(name=outcome.name, status=p.status, fraction=share, **figures)
+                tell(name=result.name, status=p.status, fraction=share, **figures)
                 return
             nonlocal last
-            _finish(outcome, p.status, p.error)
+            _finish(result, p.status, p.error)
             last = replace(last, fraction=share, **figures)  # a new object: readers never see half an update
-            tick(outcome)
+            tick(result)
 
         report = kb.add(list(to_ingest), progress=on_progress)
         for failure in report.failed:  # failures the progress callback did not see
-            outcome = to_ingest.get(str(Path(failure.path).resolve())) or to_ingest.get(failure.path)
-            if outcome is not None and outcome.status == "pending":
-                _finish(outcome, "failed", failure.error)
-                tick(outcome)
-        for outcome in to_ingest.values():
-            if outcome.status == "pending":  # not reported at all: say so rather than guess
-                _finish(outcome, "failed", "the ingestion did not report on this file")
-                tick(outcome)
-            if outcome.status == "failed" and outcome.saved_as in written:
-                Path(outcome.saved_as).unlink(missing_ok=True)
-                outcome.saved_as = None
+            result = to_ingest.get(str(Path(failure.path).resolve())) or to_ingest.get(failure.path)
+            if result is not None and result.status == "pending":
+                _finish(result, "failed", failure.error)
+                tick(result)
+        for result in to_ingest.values():
+            if result.status == "pending":  # not reported at all: say so rather than guess
+                _finish(result, "failed", None, N_("the ingestion did not report on this file"))
+                tick(result)
+            if result.status == "failed" and result.saved_as in written:
+                Path(result.saved_as).unlink(missing_ok=True)
+                result.saved_as = None
     for copy, first in copies:
         if first.status == "failed":
             copy.status = "failed"
-            copy.message = f"same content as {first.name}, which could not be stored: {first.message}"
+            copy.say(N_("same content as {first}, which could not be stored: {reason}"), first=first.name,
+                     reason=first.message)
         else:
-            copy.message = f"same content as {safe_filename(first.name)} in this upload; stored once."
+            copy.say(N_("same content as {first} in this upload; stored once."), first=safe_filename(first.name))
         tick(copy)
     return batch
 
@@ -556,18 +580,19 @@ def take_finished_job(settings: Settings) -> IngestJob | None:
 
 
 _STATUS_TEXT = {
-    "added": "added to the knowledge base",
-    "updated": "updated (the file of this name had other content before)",
-    "unchanged": "already in the knowledge base (unchanged)",
+    "added": N_("added to the knowledge base"),
+    "updated": N_("updated (the file of this name had other content before)"),
+    "unchanged": N_("already in the knowledge base (unchanged)"),
 }
 
 
-def _finish(outcome: UploadOutcome, status: str, error: str | None) -> None:
-    outcome.status = status if status in _STATUS_TEXT or status == "failed" else "added"
-    if outcome.status == "failed":
-        outcome.message = error or "could not be ingested"
+def _finish(result: UploadOutcome, status: str, error: str | None, template: str = N_("could not be ingested")) -> None:
+    result.status = status if status in _STATUS_TEXT or status == "failed" else "added"
+    if result.status == "failed":
+        # the ingestion's own reason (from the loaders) is passed on as it is
+        result.say("{reason}", reason=error) if error else result.say(template)
     else:
-        outcome.message = _STATUS_TEXT[outcome.status] + outcome.message
+        result.say(_STATUS_TEXT[result.status])
 
 
 # -- knowledge-base maintenance ----------------------------------------------------------------------
