@@ -25,6 +25,18 @@ from pathlib import Path
 from rag.i18n import cli_text, use_cli_language
 
 
+def _budget(value: str) -> str | int:
+    if value in ("auto", "window"):
+        return value
+    try:
+        tokens = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("auto, window or a number of tokens") from None
+    if tokens < 256:
+        raise argparse.ArgumentTypeError("at least 256 tokens")
+    return tokens
+
+
 def _settings(args: argparse.Namespace):
     from rag.settings import Settings
 
@@ -37,6 +49,10 @@ def _settings(args: argparse.Namespace):
     if getattr(args, "max_new_tokens", None):
         settings = settings.model_copy(
             update={"model": settings.model.model_copy(update={"max_new_tokens": args.max_new_tokens})}
+        )
+    if getattr(args, "context_budget", None):
+        settings = settings.model_copy(
+            update={"answer": settings.answer.model_copy(update={"context_budget": args.context_budget})}
         )
     return settings
 
@@ -339,6 +355,9 @@ def register(sub) -> None:
     p.add_argument("--answer-mode", choices=["auto", "generate", "quote"], default=None,
                    help="generate: the model writes the answer; quote: the passages' best sentences, no model; "
                         "auto (settings.answer.mode): quotes while only the stand-in model is available")
+    p.add_argument("--context-budget", metavar="auto|window|TOKENS", default=None, type=_budget,
+                   help="how much context a generated answer's prompt may hold (settings.answer.context_budget): "
+                        "auto = what the model reads within settings.answer.first_token_s, window = all of it")
     p.set_defaults(func=run_ask)
 
     p = sub.add_parser("retrieve", help="show the passages retrieved for a question (no model)")

@@ -146,3 +146,19 @@ def test_backend_that_cannot_load_the_model_is_a_clear_error_not_a_traceback(kb,
     )
     assert out.returncode == 3 and "Traceback" not in out.stderr, out.stderr
     assert "is a GGUF file, which the transformers backend cannot load" in out.stderr
+
+
+def test_context_budget_option(tmp_path, monkeypatch, capsys):
+    long_kb = make_kb(tmp_path, docs={"report.txt": long_chinese_text(45, seed=2)})
+    model = fake_loaded_model(16384, 64)
+    monkeypatch.setattr("rag.models.loader.load_chat_model", lambda settings: model)
+    base = ["ask", "第十二节讨论的工作投入了多少资金？", "--kb", str(long_kb.store.dir), "--json", "--k", "2",
+            "--answer-mode", "generate"]
+    assert cli.main(base + ["--context-budget", "600"]) == 0
+    small = json.loads(capsys.readouterr().out)
+    assert cli.main(base + ["--context-budget", "window"]) == 0
+    whole = json.loads(capsys.readouterr().out)
+    assert small["context_budget"] == 600 and whole["context_budget"] is None
+    assert small["prompt_tokens"] < 1200 < whole["prompt_tokens"]
+    with pytest.raises(SystemExit):
+        cli.main(base + ["--context-budget", "lots"])

@@ -673,3 +673,26 @@ def test_backend_that_cannot_load_the_stand_in_says_so(kb_settings, embedder, T)
     errors = [e.value for e in at.error]
     assert any("only the llamacpp backend loads" in e for e in errors), errors
     assert any(e.startswith(prefix(T("Model not available: {error}", error="\x00"))) for e in errors)  # not kept silently
+
+
+def test_context_per_answer_fast_or_whole_window(tmp_path, embedder, lang, T):
+    """'Fast' packs what the (slow) model reads within the wait; 'whole window' fills it."""
+    from rag.settings import Settings
+    from rag.testing import fake_loaded_model
+    from tests.helpers_rag import long_chinese_text
+
+    slow = fake_loaded_model(16384, 64, prompt_tokens_per_s=40000)
+    settings = Settings(store={"dir": tmp_path / "kb"}, ui={"language": lang}, answer={"first_token_s": 0.02})
+    at = run(make_app(settings, slow))
+    upload(at, [("report.txt", long_chinese_text(45, seed=3).encode())])
+    at.radio(key="answer_mode").set_value("generate")
+    at.slider(key="k").set_value(2)
+    run(at)
+    assert at.radio(key="context_budget").value == "auto"
+    ask(at, "第十二节讨论的工作投入了多少资金？")
+    fast = slow.chat_model.calls[-1].prompt_tokens
+    at.radio(key="context_budget").set_value("window")
+    run(at)
+    ask(at, "第十二节讨论的工作投入了多少资金？")
+    whole = slow.chat_model.calls[-1].prompt_tokens
+    assert fast < 1200 and 2 * fast < whole  # two passages within the budget vs the whole document

@@ -71,6 +71,7 @@ def init_state(base: Settings) -> None:
         "temperature": min(max(float(ms.temperature), 0.0), 2.0),
         "max_new_tokens": min(max(int(ms.max_new_tokens), 1), 32768),
         "k": min(max(int(base.retrieval.k), 1), 50),
+        "context_budget": base.answer.context_budget,
         "confirm_delete_kb": False,
     }
     for key, value in defaults.items():
@@ -98,7 +99,8 @@ def effective_settings(base: Settings, kb_dir: Path) -> Settings:
         "max_new_tokens": int(state.max_new_tokens),
     })
     retrieval = s.retrieval.model_copy(update={"k": int(state.k)})
-    return s.model_copy(update={"model": model, "retrieval": retrieval})
+    answer = s.answer.model_copy(update={"context_budget": state.context_budget})
+    return s.model_copy(update={"model": model, "retrieval": retrieval, "answer": answer})
 
 
 base = base_settings()
@@ -191,6 +193,14 @@ sb.slider(_("Temperature"), 0.0, max(1.5, state.temperature), step=0.05, key="te
           help=_("0 = always the most likely words."))
 sb.number_input(_("Max new tokens"), 1, max(4096, state.max_new_tokens), step=16, key="max_new_tokens",
                 help=_("Longest answer the model may write."))
+budgets = {"auto": N_("Fast: what the model reads in about {s} s"), "window": N_("The model's whole window")}
+if state.context_budget not in budgets:  # a number from the settings
+    budgets[state.context_budget] = N_("{n} tokens")
+sb.radio(_("Context per answer"), list(budgets), key="context_budget",
+         format_func={k: _(v, s=f"{base.answer.first_token_s:g}", n=k) for k, v in budgets.items()}.get,
+         help=_("How much of the documents goes into the model's prompt. On a CPU a full window takes minutes "
+                "before the first word; 'fast' widens the passages only as far as the model reads them within "
+                "the wait (its speed is measured once)."))
 sb.selectbox(_("Language"), list(LANGUAGE_CHOICES), key="ui_language", format_func=i18n.labels(LANGUAGE_CHOICES).get,
              index=list(LANGUAGE_CHOICES).index(base.ui.language) if base.ui.language in LANGUAGE_CHOICES else 0,
              help=_("Language of this interface; answers follow the language of each question."))
@@ -440,7 +450,7 @@ with tab_chat:
                 message = {"role": "assistant", "content": _("The model could not be loaded: {error}", error=error),
                            "error": True}
             else:
-                kb_view = kb if mode == "quote" else services.with_model(kb, model)
+                kb_view = kb if mode == "quote" else services.with_model(kb, model, settings)
                 final: dict = {}
 
                 slot = st.empty()
@@ -527,7 +537,7 @@ with tab_summary:
                     live.markdown("".join(written) + " ▌")
 
                 try:
-                    result = services.with_model(kb, model).summarize(doc_ids=doc_ids, strategy=strategy,
+                    result = services.with_model(kb, model, settings).summarize(doc_ids=doc_ids, strategy=strategy,
                                                                       progress=on_summary, on_text=on_text)
                 except Exception as exc:
                     status.update(label=_("Summarizing failed"), state="error")

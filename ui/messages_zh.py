@@ -53,6 +53,15 @@ MESSAGES: dict[str, str] = {
     "Max new tokens": "最多生成的 token 数",
     "Longest answer the model may write.": "模型回答的最大长度。",
     "Language": "界面语言",
+    "Context per answer": "每次回答的上下文",
+    "Fast: what the model reads in about {s} s": "快速：模型约 {s} 秒内能读完的量",
+    "The model's whole window": "模型的整个窗口",
+    "{n} tokens": "{n} 个 token",
+    "How much of the documents goes into the model's prompt. On a CPU a full window takes minutes before the first "
+    "word; 'fast' widens the passages only as far as the model reads them within the wait (its speed is measured "
+    "once).":
+        "放进模型提示中的文档内容有多少。在 CPU 上，填满整个窗口要等几分钟才出第一个字；“快速”只在模型能在"
+        "这段等待时间内读完的范围内扩展段落（模型的速度只测一次）。",
     "Automatic (browser language)": "自动（跟随浏览器语言）",
     "Language of this interface; answers follow the language of each question.":
         "本界面的语言；回答的语言跟随每个问题的语言。",

@@ -204,14 +204,17 @@ def load_model(settings: Settings):
     return _cached_model(model_key(settings), settings)
 
 
-def with_model(kb, model):
-    """A view of the shared (cached) knowledge base that answers with ``model``.
+def with_model(kb, model, settings: Settings | None = None):
+    """A view of the shared (cached) knowledge base that answers with ``model`` (and, when
+    given, this session's answer settings: mode, context budget).
 
-    The view shares the store, ingestor and retriever; only its model differs, so sessions
-    with different models or sampling settings never change each other's answers.
+    The view shares the store, ingestor and retriever; only its model and answer settings
+    differ, so sessions with different choices never change each other's answers.
     """
     view = copy.copy(kb)
     view.model = model
+    if settings is not None:
+        view.settings = kb.settings.model_copy(update={"answer": settings.answer})
     return view
 
 
