@@ -251,3 +251,61 @@ def test_upload_ask_and_see_cited_source_in_a_real_browser(streamlit_server, tmp
         finally:
             browser.close()
     assert all(s.exists() and s.stat().st_size > 10_000 for s in shots)
+
+
+def test_chinese_browser_gets_a_chinese_app_that_answers_while_files_are_added(streamlit_server, tmp_path):
+    """A browser set to Chinese gets the Chinese interface without any setting. A long file is
+    added in the background: its progress (files, chunks, time left) updates on its own, and a
+    question asked meanwhile is answered from the document already stored."""
+    executable = chromium_path()
+    sync_api = pytest.importorskip("playwright.sync_api")
+    server = streamlit_server
+    pdf = make_chinese_pdf(tmp_path / "北京介绍.pdf", [PAGE_1, PAGE_2], title="北京介绍")
+    long_text = tmp_path / "长文.txt"
+    long_text.write_text("".join(f"第{i}条：合同双方应当按照约定全面履行自己的义务，不得擅自变更或者解除合同。" * 3
+                                 for i in range(1500)), encoding="utf-8")
+    OUT.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="zh-CN")
+            page.set_default_timeout(240_000)
+            try:
+                page.goto(server.url, wait_until="domcontentloaded")
+                page.get_by_text("向你的文档提问").first.wait_for()
+                page.get_by_text("还没有文档。", exact=False).first.wait_for()
+                page.get_by_role("tab", name="文档").click()
+                uploader = page.locator('[data-testid="stFileUploader"] input[type="file"]')
+                uploader.set_input_files([str(pdf)])
+                page.get_by_text("已加入知识库").first.wait_for()
+                page.get_by_text("文档（1）").first.wait_for()
+
+                page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files([str(long_text)])
+                page.get_by_text("正在添加 1 个文件", exact=False).first.wait_for()
+                bar = page.locator('[data-testid="stProgress"]').first
+                bar.get_by_text("文本块", exact=False).first.wait_for()  # chunks counted as they are embedded
+                first_reading = bar.inner_text()
+                page.screenshot(path=str(OUT / "zh-1-adding.png"), full_page=True)
+
+                page.get_by_role("tab", name="问答").click()
+                box = page.locator('[data-testid="stChatInput"] textarea')
+                box.fill("北京的常住人口是多少？")
+                box.press("Enter")
+                assistant = page.locator('[data-testid="stChatMessage"]').nth(1)
+                assistant.get_by_text("摘自文档原文", exact=False).wait_for()
+                assert "两千一百万" in assistant.inner_text()
+                page.screenshot(path=str(OUT / "zh-2-answer-while-adding.png"), full_page=True)
+                page.get_by_role("tab", name="文档").click()
+                if page.get_by_text("正在添加 1 个文件", exact=False).count():  # still going: it moves on its own
+                    page.wait_for_function(
+                        "([text]) => { const e = document.querySelector('[data-testid=\"stProgress\"]');"
+                        " return !e || e.innerText !== text; }", arg=[first_reading])
+                page.get_by_text("上次上传", exact=False).first.wait_for()
+                page.get_by_text("文档（2）").first.wait_for()
+                page.screenshot(path=str(OUT / "zh-3-added.png"), full_page=True)
+            except Exception:
+                page.screenshot(path=str(OUT / "zh-failure.png"), full_page=True)
+                print(server.log_path.read_text()[-3000:])
+                raise
+        finally:
+            browser.close()

@@ -268,7 +268,7 @@ if scope_key in state:
     state[scope_key] = [d for d in state[scope_key] if d in doc_names]
 chosen_ids = st.multiselect(
     _("Use only these documents (empty = all)"), list(doc_names), key=scope_key,
-    format_func=lambda i: doc_names.get(i, i), disabled=not docs,
+    format_func=lambda i: doc_names.get(i, i), disabled=not docs, placeholder=_("All documents"),
     help=_("Questions and summaries only read the documents chosen here."),
 )
 doc_ids = list(chosen_ids) or None

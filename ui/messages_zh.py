@@ -79,6 +79,7 @@ MESSAGES: dict[str, str] = {
     "Ask your documents": "向你的文档提问",
     "Knowledge base **{name}** · {n} document(s) · `{path}`": "知识库 **{name}** · {n} 个文档 · `{path}`",
     "Use only these documents (empty = all)": "只使用这些文档（留空 = 全部）",
+    "All documents": "全部文档",
     "Questions and summaries only read the documents chosen here.": "提问和摘要只读取这里选中的文档。",
     "Chat": "问答",
     "Documents": "文档",
