@@ -75,3 +75,12 @@ def test_an_optimistic_figure_is_corrected_by_the_next_answers(tmp_path):
         later = kb.ask("第十二节讨论的工作投入了多少资金？", k=2)
     assert later["context_budget"] is not None and later["prompt_tokens"] < first["prompt_tokens"] / 2
     assert model.prompt_speed.tokens_per_s < 40000
+
+
+def test_a_model_that_fails_the_probe_gets_the_window_and_fails_on_the_question_instead():
+    def broken(messages):
+        raise RuntimeError("the model process died")
+
+    model = fake_loaded_model(8192, 128, responder=broken, prompt_tokens_per_s=1e6)
+    assert speed.context_budget_tokens(AnswerSettings(), model) is None
+    assert model.prompt_speed is None  # nothing made up is kept

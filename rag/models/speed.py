@@ -177,7 +177,11 @@ def context_budget_tokens(answer_settings: Any, model: LoadedModel) -> int | Non
     if budget == "window":
         return None
     if budget == "auto":
-        tokens = max(MIN_BUDGET_TOKENS, prompt_speed(model).tokens_within(answer_settings.first_token_s))
+        try:
+            speed = prompt_speed(model)
+        except Exception:  # a model that cannot even read a probe fails on the question itself,
+            return None    # with the error that belongs there
+        tokens = max(MIN_BUDGET_TOKENS, speed.tokens_within(answer_settings.first_token_s))
     else:
         tokens = int(budget)
     return None if tokens >= limit else tokens
