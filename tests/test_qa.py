@@ -346,19 +346,19 @@ def _with_answer_settings(kb, **answer):
 def test_auto_context_budget_follows_the_measured_prompt_speed(long_kb):
     """A slow reader (4000 tokens/s, target 0.5 s) gets about 2000 tokens of context: the same
     passages as with the whole window, widened less; ``window`` fills the 16K window."""
-    from rag.models.speed import MIN_BUDGET_TOKENS
+    from rag.models.speed import MIN_BUDGET_TOKENS, prompt_speed
 
     question = "第十二节讨论的工作投入了多少资金？"
     try:
         slow = fake_loaded_model(16384, 256, prompt_tokens_per_s=4000)
         use(long_kb, slow)
         _with_answer_settings(long_kb, context_budget="auto", first_token_s=0.5)
+        measured = prompt_speed(slow)  # what the chain measures on first use; done here to see it
+        assert 2000 < measured.tokens_per_s < 8000  # measured, not assumed
         auto = long_kb.ask(question, k=3)
-        measured = slow.prompt_speed
-        assert measured is not None and 2000 < measured.tokens_per_s < 8000  # measured, not assumed
         budget = auto["context_budget"]
         assert MIN_BUDGET_TOKENS <= budget < 16384 - 256
-        assert abs(budget - measured.tokens_within(0.5)) <= 1
+        assert budget == measured.tokens_within(0.5)
         assert slow.chat_model.calls[-1].prompt_tokens <= budget + 2
 
         _with_answer_settings(long_kb, context_budget="window")

@@ -136,7 +136,8 @@ with sb.expander(_("Manage knowledge bases")):
     if state.kb_name == services.DEFAULT_KB:
         st.caption(_("The default knowledge base cannot be deleted (delete its documents instead)."))
     elif not state.confirm_delete_kb:
-        if st.button(_("Delete '{name}'…", name=state.kb_name), key="ask_delete_kb"):
+        adding = services.ingest_job(base.with_store(kb_dir)) is not None  # not while files go in
+        if st.button(_("Delete '{name}'…", name=state.kb_name), key="ask_delete_kb", disabled=adding):
             state.confirm_delete_kb = True
             st.rerun()
     else:
@@ -384,7 +385,7 @@ with tab_docs:
             st.caption(_("Read the documents' files again: changed files are re-indexed, unchanged ones are skipped. "
                          "'Rebuild' re-splits and re-embeds everything (after changing chunking or embedding settings)."))
             rebuild = st.checkbox(_("Rebuild from scratch"), key="rebuild")
-            if st.button(_("Re-index now"), key="reindex"):
+            if st.button(_("Re-index now"), key="reindex", disabled=services.ingest_job(settings) is not None):
                 with st.status(_("Re-indexing…"), expanded=True) as status:
                     bar = st.progress(0.0)
 
