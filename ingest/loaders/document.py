@@ -1,0 +1,45 @@
+"""What every loader returns (:class:`LoadedDocument` of :class:`Page` s) and the text clean-up
+they share."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Page:
+    """One page of a document. ``number`` is 1-based for PDFs and None for other formats."""
+
+    number: int | None
+    text: str
+
+
+@dataclass
+class LoadedDocument:
+    path: Path
+    file_type: str
+    """``text``, ``markdown``, ``pdf``, ``docx`` or ``html``."""
+    title: str
+    pages: list[Page] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        """All pages' text, separated by blank lines."""
+        return "\n\n".join(p.text for p in self.pages)
+
+
+NEWLINES = re.compile(r"\r\n|[\r\x0b\x0c\x85\u2028\u2029]")
+
+
+def clean_text(text: str) -> str:
+    """Normalise newlines to ``\\n`` and remove NUL characters."""
+    return NEWLINES.sub("\n", text.replace("\x00", ""))
+
+
+CJK = (
+    "\u2e80-\u2fdf\u3001-\u303f\u3040-\u30ff\u3100-\u312f\u3190-\u31ff\u3400-\u4dbf"
+    "\u4e00-\u9fff\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef\U00020000-\U0003ffff"
+)
+"""Character ranges of Chinese, Japanese and full-width text (for regular expressions)."""
