@@ -1,25 +1,107 @@
-"""PDF: the text layer of each page (pypdf), tidied for Chinese (no spaces or line wraps
-between CJK characters)."""
+"""PDF: the text layer of each page (pypdf), tidied for reading and search: Latin ligature
+characters are spelled out (ﬁ -> fi, ﬃ -> ffi), and in Chinese there are no spaces between CJK
+characters and no line wraps inside a sentence, while a heading keeps its own line."""
 
 from __future__ import annotations
 
 import io
 import re
+import unicodedata
 from pathlib import Path
 
 from ingest.errors import EncryptedPdf, UnreadableFile
 from ingest.loaders.document import CJK, LoadedDocument, Page, clean_text
 
 _CJK_SPACES = re.compile(rf"(?<=[{CJK}])[ \t\u00a0\u3000]+(?=[{CJK}])")
-# A single line break inside a CJK sentence is a PDF line wrap, not a paragraph end.
-_CJK_WRAP = re.compile(rf"(?<=[{CJK}])(?<![。！？：；」』”’）】…])[ \t]*\n[ \t]*(?=[{CJK}])")
+_CJK_CHAR = re.compile(rf"[{CJK}]")
+# A single line break inside a CJK sentence is a PDF line wrap, not a paragraph end; after these
+# a sentence (or a quotation) ends, so a line break after them stays.
+_SENTENCE_CLOSE = "。！？：；」』”’）】…"
+
+# The Latin ligatures of the Alphabetic Presentation Forms block (U+FB00-FB06). Fonts (TeX's
+# above all) draw "ffi" as one glyph, and the text layer then holds U+FB03, which no query typed
+# as "office" matches. The letters are what a reader sees.
+LIGATURES = str.maketrans(
+    {"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl",
+     "\ufb05": "st", "\ufb06": "st"}
+)
+
+# Lines that number a part of the text: 第二章 / 第三节 / 一、 / （一） / 1.2 / 1、 ...
+_NUMERAL = "0-9０-９一二三四五六七八九十百千零〇两"
+_HEADING_NUMBER = re.compile(
+    rf"^(?:第[{_NUMERAL}]+[章节篇部卷编]"
+    rf"|[一二三四五六七八九十]+[、．.]"
+    rf"|[（(][{_NUMERAL}]+[)）]"
+    rf"|[0-9０-９]+(?:[.．][0-9０-９]+)+"
+    rf"|[0-9０-９]+[、．.]"
+    rf"|附[件录](?:\s*[{_NUMERAL}A-Za-z]+)?(?=[\s:：]|$))"
+)
+# Punctuation inside a sentence or at its end: a heading has none.
+_SENTENCE_PUNCT = re.compile(r"[，。；！？：,;!?]")
+_HEADING_MAX_CHARS = 30
+
+
+def _width(line: str) -> int:
+    """Display width: wide (CJK) characters count two, others one."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in line)
+
+
+def _is_numbered_heading(line: str) -> bool:
+    """A line such as 第二章 维护 / 一、总则 / （一）范围 / 1.2 检查: a number of a part of the text,
+    at most 30 characters and no sentence punctuation."""
+    line = line.strip()
+    return (
+        bool(_HEADING_NUMBER.match(line))
+        and len(line) <= _HEADING_MAX_CHARS
+        and not _SENTENCE_PUNCT.search(line)
+    )
+
+
+def _stands_alone(line: str, full_width: int) -> bool:
+    """Whether ``line`` ends where it ends on purpose: a numbered heading, or a line without
+    sentence punctuation at most half as wide as the page's widest line. A PDF only wraps a
+    line that is full, so neither is the first part of a wrapped sentence."""
+    if _is_numbered_heading(line):
+        return True
+    line = line.strip()
+    return (
+        full_width >= 20
+        and not _SENTENCE_PUNCT.search(line)
+        and _width(line) <= 0.5 * full_width
+    )
+
+
+def _join_cjk_wraps(text: str) -> str:
+    """Join the lines of a wrapped CJK sentence (spaces around the break go too); a line that
+    stands alone (a heading) is not joined to the next one, nor a line to a numbered heading."""
+    lines = text.split("\n")
+    full_width = max(_width(line.strip()) for line in lines)
+    out: list[str] = []
+    previous = ""  # the last line as it came, before joining
+    for line in lines:
+        head = line.lstrip(" \t")
+        if (
+            out
+            and previous
+            and _CJK_CHAR.match(previous[-1])
+            and previous[-1] not in _SENTENCE_CLOSE
+            and head
+            and _CJK_CHAR.match(head)
+            and not _stands_alone(previous, full_width)
+            and not _is_numbered_heading(head)
+        ):
+            out[-1] = out[-1].rstrip(" \t") + head
+        else:
+            out.append(line)
+        previous = line.rstrip(" \t")
+    return "\n".join(out)
 
 
 def _tidy_pdf_text(text: str) -> str:
-    text = clean_text(text)
+    text = clean_text(text).translate(LIGATURES)
     text = "\n".join(line.rstrip() for line in text.split("\n"))
     text = _CJK_SPACES.sub("", text)
-    text = _CJK_WRAP.sub("", text)
+    text = _join_cjk_wraps(text)
     text = re.sub(r"\n{3,}", "\n\n", text)
     return text.strip("\n")
 
@@ -82,7 +164,7 @@ def load_pdf(path: Path, size: int) -> LoadedDocument:
     try:
         meta = reader.metadata
         if meta is not None and meta.title:
-            title = str(meta.title).strip().replace("\x00", "")
+            title = str(meta.title).strip().replace("\x00", "").translate(LIGATURES)
     except Exception:
         title = ""
     if title.lower() in _PLACEHOLDER_TITLES:

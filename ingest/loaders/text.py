@@ -5,11 +5,23 @@ Text encodings (plain text and HTML)
 :func:`decode_bytes` decides, in this order:
 
 1. a byte-order mark (UTF-8, UTF-32 LE/BE, UTF-16 LE/BE);
-2. BOM-less UTF-16 recognised by its NUL-byte pattern (every other byte NUL in ASCII-heavy text);
-3. NUL bytes otherwise: trailing NUL padding is dropped; a few stray NULs (at most 8, or 1% of the bytes)
+2. BOM-less UTF-32 (LE or BE): the bytes decode strictly, the characters are assigned and below
+   plane 4, and the non-ASCII ones score as text (see 5); UTF-32 text is at least a quarter NUL
+   bytes, so this is only tried when it is;
+3. BOM-less UTF-16 recognised by its NUL-byte pattern (every other byte NUL in ASCII-heavy text);
+4. plain strict UTF-8 when the bytes hold no NUL at all;
+5. BOM-less UTF-16 (LE or BE) by content, *before* any NUL handling: Chinese UTF-16 has few or no
+   NUL bytes (CJK code units have no zero byte), so the two strict UTF-16 readings are scored
+   like the legacy readings below (plus a point per line break, which is 0A 00 in one byte
+   order and a stray U+0A00 in the other). The better one wins when it looks like text (at most
+   2% bad characters), averages at least half a point per non-ASCII character, and beats every
+   legacy reading of the same bytes (with stray NULs removed as in 6). A reading whose
+   non-ASCII code units are nearly all pairs of printable ASCII or NUL bytes is ASCII text with
+   stray NULs, not UTF-16, and is not taken;
+6. NUL bytes otherwise: trailing NUL padding is dropped; a few stray NULs (at most 8, or 1% of the bytes)
    are removed; more than that means binary data and the file is refused;
-4. strict UTF-8;
-5. a scored contest between the strict decodes that succeed among GB18030 (a superset of GBK and
+7. strict UTF-8;
+8. a scored contest between the strict decodes that succeed among GB18030 (a superset of GBK and
    GB2312), CP950 and Big5-HKSCS (Big5 variants), plus UTF-8 with replacement characters when the
    damage is small (invalid bytes at most 1% of all bytes *and* at most 5% of the non-ASCII bytes).
    Each decoded text is scored per character: very frequent Chinese characters score highest,
@@ -19,9 +31,9 @@ Text encodings (plain text and HTML)
    produce level-2 (rare) ideographs and kana, Big5 bytes read as GBK produce GBK/3-4 ideographs,
    kana and private-use characters, so the right reading wins even on a few characters. Ties go
    to GB18030;
-6. when no Chinese reading has positive evidence, charset-normalizer's best guess (other legacy
+9. when no Chinese reading has positive evidence, charset-normalizer's best guess (other legacy
    encodings such as cp1252), and UTF-8 with replacement when at most 1% of the bytes are invalid;
-7. the chosen text must look like text: more than 5% control / private-use / replacement
+10. the chosen text must look like text: more than 5% control / private-use / replacement
    characters means binary data and the file is refused.
 
 charset-normalizer is deliberately not the first resort: on short GBK text it often answers Big5
@@ -32,6 +44,7 @@ from __future__ import annotations
 
 import codecs
 import re
+import unicodedata
 from functools import lru_cache
 from pathlib import Path
 
@@ -202,6 +215,91 @@ def _utf8_damage(data: bytes) -> tuple[str, int]:
 _ESCAPED = re.compile("[\udc80-\udcff]")
 
 
+def _utf32_without_bom(data: bytes) -> tuple[str, str] | None:
+    """BOM-less UTF-32. Every code unit of UTF-32 text has a zero top byte and a second byte of at
+    most 0x10, so a strict decode of other data mostly fails; what remains is checked to be text
+    (assigned characters, none above plane 3, few control characters, a good score)."""
+    n = len(data)
+    if n < 4 or n % 4 or data.count(0) < n // 4:
+        return None
+    for encoding in ("utf-32-le", "utf-32-be"):
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        text = text.rstrip("\x00")
+        if not text or max(map(ord, text)) > 0x3FFFF or bad_char_ratio(text) > 0.02:
+            continue
+        sample = text[:_SCORE_SAMPLE]
+        wide = [ch for ch in sample if ord(ch) >= 0x80]
+        if sum(1 for ch in wide if unicodedata.category(ch) == "Cn") > 0.02 * len(sample):
+            continue
+        # Like UTF-16 read by content: the non-ASCII characters must read as text
+        # (e.g. b"ab\0\0cd\0\0" decodes, but to two rare ideographs over and over).
+        score = _score(sample)
+        if wide and (score <= 0 or score < 0.5 * len(wide)):
+            continue
+        return text, encoding
+    return None
+
+
+def _ascii_pair(code: int) -> bool:
+    """Whether both bytes of a UTF-16 code unit could come from ASCII text with stray NULs:
+    printable ASCII, tab, line break or NUL."""
+    return all(0x20 <= b <= 0x7E or b in (0x00, 0x09, 0x0A, 0x0D) for b in (code >> 8, code & 0xFF))
+
+
+def _utf16_by_content(
+    data: bytes, legacy_best: int | None, few_nuls: bool
+) -> tuple[str, str] | None:
+    """BOM-less UTF-16 (LE or BE) recognised by what the text says rather than by NUL bytes.
+
+    ``legacy_best`` is the best score of the legacy readings of the same bytes, None when none
+    decodes; ``few_nuls`` says whether the bytes could be legacy text with stray NULs (or none).
+    See step 5 of the module docstring.
+    """
+    if len(data) < 2 or len(data) % 2:
+        return None
+    readings: list[tuple[int, str, str, int]] = []  # (score with line breaks, encoding, text, score)
+    for encoding in ("utf-16-le", "utf-16-be"):
+        try:
+            text = data.decode(encoding).rstrip("\x00")
+        except UnicodeDecodeError:
+            continue
+        if not text.strip() or bad_char_ratio(text) > 0.02:
+            continue
+        score = _score(text)
+        readings.append((score + text[:_SCORE_SAMPLE].count("\n"), encoding, text, score))
+    if not readings:
+        return None
+    readings.sort(key=lambda r: r[0], reverse=True)
+    total, encoding, text, score = readings[0]
+    if len(readings) == 2 and readings[1][0] == total:
+        return None  # nothing tells the byte orders apart
+    wide = [ord(ch) for ch in text[:_SCORE_SAMPLE] if ord(ch) >= 0x80]
+    if total <= 0 or score < 0.5 * len(wide):
+        return None
+    if legacy_best is not None and total <= legacy_best:
+        return None
+    if few_nuls:
+        bmp = [o for o in wide if o <= 0xFFFF]
+        if bmp and sum(map(_ascii_pair, bmp)) >= 0.8 * len(bmp):
+            return None  # mostly ASCII bytes (a few stray NULs), read two bytes at a time
+    return text, encoding
+
+
+def _remove_nuls(data: bytes) -> tuple[bytes, str | None]:
+    """The bytes without trailing NUL padding and stray NULs, or an error when there are too
+    many NULs for text."""
+    if b"\x00" not in data:
+        return data, None
+    stripped = data.rstrip(b"\x00")
+    nuls = stripped.count(0)
+    if nuls > max(8, len(stripped) // 100):
+        return data, f"contains {nuls} NUL bytes; this looks like binary data, not a text file"
+    return stripped.replace(b"\x00", b""), None
+
+
 def decode_bytes(data: bytes) -> tuple[str, str]:
     """Decode the bytes of a text file; returns ``(text, encoding)``.
 
@@ -216,47 +314,47 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
                 continue  # e.g. FF FE 00 00 that is really UTF-16 text starting with NUL
             return _check_text(text, encoding), encoding
 
+    wide32 = _utf32_without_bom(data)
+    if wide32 is not None:
+        return _check_text(*wide32), wide32[1]
+
     encoding = _utf16_without_bom(data)
     if encoding:
         return _check_text(data.decode(encoding), encoding), encoding
 
-    if b"\x00" in data:
-        stripped = data.rstrip(b"\x00")
-        nuls = stripped.count(0)
-        if nuls > max(8, len(stripped) // 100):
-            raise ValueError(
-                f"contains {nuls} NUL bytes; this looks like binary data, not a text file"
-            )
-        data = stripped.replace(b"\x00", b"")
-
-    try:
-        return _check_text(data.decode("utf-8"), "utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        pass
-
-    candidates: list[tuple[int, int, str, str]] = []  # (score, -order, encoding, text)
-    for order, encoding in enumerate(_CJK_CANDIDATES):
+    if b"\x00" not in data:
         try:
-            text = data.decode(encoding)
+            return _check_text(data.decode("utf-8"), "utf-8"), "utf-8"
+        except (UnicodeDecodeError, ValueError):
+            pass  # not UTF-8, or UTF-8 full of control characters (UTF-16 can read so)
+
+    # Not plain UTF-8: NUL bytes, or invalid sequences. UTF-16 is decided before any NUL is
+    # touched, against the legacy readings of the bytes with stray NULs removed.
+    cleaned, nul_error = _remove_nuls(data)
+    candidates: list[tuple[int, int, str, str]] = []  # (score, -order, encoding, text)
+    strict_utf8: str | None = None
+    utf8_text, damage = "", 0
+    if nul_error is None:
+        try:
+            strict_utf8 = cleaned.decode("utf-8")
         except UnicodeDecodeError:
-            continue
-        candidates.append((_score(text), -order, encoding, text))
+            pass
+        if strict_utf8 is None:
+            candidates, utf8_text, damage = _legacy_candidates(cleaned)
+    legacy_scores = [c[0] for c in candidates]
+    if strict_utf8 is not None:
+        legacy_scores.append(_score(strict_utf8))
+    wide16 = _utf16_by_content(
+        data, max(legacy_scores) if legacy_scores else None, few_nuls=nul_error is None
+    )
+    if wide16 is not None:
+        return _check_text(*wide16), wide16[1]
 
-    if len(data) % 2 == 0:  # BOM-less UTF-16 Chinese has no NUL pattern; let it compete too
-        for order, encoding in enumerate(("utf-16-le", "utf-16-be"), start=len(_CJK_CANDIDATES)):
-            try:
-                text = data.decode(encoding)
-            except UnicodeDecodeError:
-                continue
-            candidates.append((_score(text), -order, encoding, text))
-
-    utf8_text, damage = _utf8_damage(data)
-    non_ascii = sum(1 for b in data if b >= 0x80)
-    if damage <= len(data) * 0.01 and damage <= non_ascii * 0.05:
-        candidates.append((_score(utf8_text), -9, "utf-8 (damaged)", utf8_text))
-    mixed = _mixed_utf8_legacy(data)
-    if mixed is not None:
-        candidates.append((_score(mixed), -10, "utf-8 + gb18030/big5 (mixed)", mixed))
+    if nul_error is not None:
+        raise ValueError(nul_error)
+    data = cleaned
+    if strict_utf8 is not None:
+        return _check_text(strict_utf8, "utf-8"), "utf-8"
 
     best = max(candidates) if candidates else None
     if best is not None and best[0] > 0:
@@ -281,6 +379,26 @@ def decode_bytes(data: bytes) -> tuple[str, str]:
         "cannot decode the text: it is not UTF-8, UTF-16, GB18030/GBK or Big5, "
         "and looks like binary data"
     )
+
+
+def _legacy_candidates(data: bytes) -> tuple[list[tuple[int, int, str, str]], str, int]:
+    """The scored readings of bytes that are not strict UTF-8 (step 8 of the module docstring),
+    with the UTF-8 reading with replacement characters and its count of invalid bytes."""
+    candidates: list[tuple[int, int, str, str]] = []  # (score, -order, encoding, text)
+    for order, encoding in enumerate(_CJK_CANDIDATES):
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        candidates.append((_score(text), -order, encoding, text))
+    utf8_text, damage = _utf8_damage(data)
+    non_ascii = sum(1 for b in data if b >= 0x80)
+    if damage <= len(data) * 0.01 and damage <= non_ascii * 0.05:
+        candidates.append((_score(utf8_text), -9, "utf-8 (damaged)", utf8_text))
+    mixed = _mixed_utf8_legacy(data)
+    if mixed is not None:
+        candidates.append((_score(mixed), -10, "utf-8 + gb18030/big5 (mixed)", mixed))
+    return candidates, utf8_text, damage
 
 
 # Runs of at least two UTF-8 characters of three or four bytes (CJK and above): such runs
