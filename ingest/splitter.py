@@ -16,12 +16,34 @@ strength:
 3. clause end: ``，、：,:``,
 4. whitespace between words.
 
+A cut never falls inside a *word-like token*: a number or amount (``10,092,213.74``, ``3.5%``,
+``¥1,200``), a time or date (``09:45``, ``2024-01-15``, ``2024年1月15日``), a version
+(``v2.3.1``), a URL or e-mail address, a model number (``ZX-300P``) or a Latin word; a comma or
+colon between two digits is part of the number, not a clause end, and a ``?`` inside a URL is not
+a sentence end. Candidates inside such tokens are dropped, and a cut by characters (below) is
+moved back to the token's start. Only a token longer than a whole chunk is ever cut.
+
 From the current start the splitter finds, by an interpolating search on character positions, the
 furthest end whose text still fits (``count_tokens(text) <= limit``). It then cuts at the strongest
 candidate in the second half of that reach (the latest one among equals); if there is none there,
 at the last candidate before it, provided the piece after it fits in a chunk of its own; otherwise
 (a run with no punctuation or spaces longer than a chunk) at the reach itself, moved so that it
-does not separate a combining mark, variation selector or ZWJ sequence from its base.
+does not separate a combining mark, variation selector or ZWJ sequence from its base, nor fall
+inside a word-like token.
+
+Tables
+------
+A table is a Markdown table (header row, ``|---|`` delimiter row, rows) or what the DOCX and
+HTML loaders emit for one: at least three lines whose cells are joined by ``" | "`` (HTML rows
+may have blank lines between them). A table is split on its own, by rows, without overlap: every
+chunk of it carries the table's header row (and delimiter row) and its caption, so that a row is
+never read without the names of its columns. The caption is the short line just above the table
+(a ``<caption>``, "表1 ...", "下表列出..."), or, without one, the section's heading lines. The
+table's first chunk is the text as written from the caption (or from the section's heading, when
+only that stands before the table) through the first rows; each later chunk is
+``caption + "\n" + header row(s) + "\n" + rows``. Text before and after a table is split as
+usual, in chunks of its own. (A section that fits in one chunk stays one chunk, tables and
+all.)
 
 ``count_tokens`` is treated as opaque (it may add special tokens, it need not be additive): every
 chunk's own text is measured before it is emitted. The number of calls is a small constant per
@@ -31,7 +53,10 @@ text, so the work is linear in the length of the document.
 What is guaranteed (``split_spans`` exposes the character offsets)
 ----------------------------------------------------------------
 * every chunk is an exact slice ``text[start:end]`` of its section, starts and ends with a
-  non-whitespace character, and ``count_tokens(chunk) <= min(chunk_tokens, max_tokens)``;
+  non-whitespace character, and ``count_tokens(chunk) <= min(chunk_tokens, max_tokens)``
+  (in documents, the later chunks of a table are its caption and header followed by such a
+  slice; the limit holds for the whole chunk);
+* no chunk starts or ends inside a word-like token shorter than a chunk;
 * starts and ends strictly increase from chunk to chunk; consecutive chunks overlap only
   within a section (``next.start < previous.end``), by whole sentences or clauses whose tokens
   fit in ``min(overlap_tokens, limit // 2)``, and have no overlap when no such unit exists;
@@ -71,6 +96,37 @@ _WHITESPACE = re.compile(r"\s+")
 _HEADING_LINE = re.compile(r"^ {0,3}(#{1,6})[ \t]+(\S.*?)[ \t#]*$")
 _FENCE = re.compile(r"^ {0,3}(```|~~~)")
 
+# Word-like tokens a cut must not fall inside (see the module docstring).
+_ALNUM = (
+    "0-9A-Za-z\u00aa\u00b2\u00b3\u00b5\u00b9\u00ba\u00bc-\u00be\u00c0-\u00d6\u00d8-\u00f6"
+    "\u00f8-\u02af\u0370-\u03ff\u0400-\u052f\u1e00-\u1fff\uff10-\uff19\uff21-\uff3a\uff41-\uff5a"
+)
+_DIGIT = "0-9\uff10-\uff19"
+_PIECE = f"[{_ALNUM}][{_ALNUM}\u0300-\u036f]*"
+_JOINER = (
+    "(?:[-._/'\u2019@&+\uff0d\uff0e\uff0f\uff3f]"  # ZX-300P v2.3.1 TCP/IP don't a@b.c R&D
+    f"|(?<=[{_DIGIT}])[,:\uff1a](?=[{_DIGIT}])"  # 10,092,213.74 09:45 3:1
+    f"|(?<=[{_DIGIT}])\uff0c(?=[{_DIGIT}]{{3}}(?![{_DIGIT}])))"  # 10，092 (full-width thousands)
+)
+_URL = r"(?:[A-Za-z][A-Za-z0-9+.\-]*://|www\.)[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+"
+_CHINESE_DATE = (
+    f"[{_DIGIT}]{{1,4}}年[{_DIGIT}]{{1,2}}月(?:[{_DIGIT}]{{1,2}}[日号])?"
+    f"|[{_DIGIT}]{{1,2}}月[{_DIGIT}]{{1,2}}[日号]"
+    f"|[{_DIGIT}]{{1,2}}[时点][{_DIGIT}]{{1,2}}分(?:[{_DIGIT}]{{1,2}}秒)?"
+)
+_WORD_TOKEN = re.compile(
+    f"{_URL}|{_CHINESE_DATE}|[$¥￥€£]?{_PIECE}(?:{_JOINER}{_PIECE})*[%‰％]?"
+)
+_URL_TRAILER = ".,;:!?'\""
+
+# Tables (see the module docstring).
+_DELIMITER_ROW = re.compile(r"^\s*\|?\s*:?-+:?\s*(?:\|\s*:?-+:?\s*)+\|?\s*$")
+_CELL_SPLIT = re.compile(r"(?<!\\)\|")
+CAPTION_CHARS = 80
+"""A line above a table counts as its caption when it is at most this long (and does not end a
+sentence: ``表1 主要参数`` or ``下表列出各型号的参数：`` do, ``本季度收入增长。`` does not)."""
+_SENTENCE_STOPS = tuple("。！？.!?…")
+
 
 @dataclass
 class ChunkDraft:
@@ -103,10 +159,8 @@ def split_document(
         for start, end, section_heading, heading_end in _sections(text):
             if section_heading is not None:
                 heading = section_heading
-            section = text[start:end]
-            spans = _split_section(section, counter, overlap_tokens, heading_end)
-            for s, e in spans:
-                chunks.append(ChunkDraft(section[s:e], page.number, heading, len(chunks)))
+            for chunk in _section_chunks(text[start:end], counter, overlap_tokens, heading_end):
+                chunks.append(ChunkDraft(chunk, page.number, heading, len(chunks)))
     return chunks
 
 
@@ -170,8 +224,9 @@ def _limit(chunk_tokens: int, max_tokens: int | None, overlap_tokens: int) -> in
 class _Counter:
     """``count_tokens`` plus what the search needs to know about it."""
 
-    def __init__(self, count_tokens: CountTokens, limit: int) -> None:
-        self.count = count_tokens
+    def __init__(self, count_tokens: CountTokens, limit: int, prefix: str = "") -> None:
+        # ``prefix``: text every chunk measured with this counter will be emitted after.
+        self.count = (lambda text: count_tokens(prefix + text)) if prefix else count_tokens
         self.limit = limit
         self.base = count_tokens("")  # special tokens every text pays for
         if self.base >= limit:
@@ -231,12 +286,31 @@ def _is_extender(ch: str) -> bool:
     )
 
 
+def _word_tokens(text: str) -> tuple[list[int], list[int]]:
+    """Starts and ends of the word-like tokens of ``text`` two or more characters long."""
+    starts: list[int] = []
+    ends: list[int] = []
+    for m in _WORD_TOKEN.finditer(text):
+        start, end = m.span()
+        if "/" in m.group() or "@" in m.group():  # a URL or address: not its closing punctuation
+            while end - start > 1 and (
+                text[end - 1] in _URL_TRAILER
+                or (text[end - 1] in ")]" and text.count("(", start, end) < text.count(")", start, end))
+            ):
+                end -= 1
+        if end - start > 1:
+            starts.append(start)
+            ends.append(end)
+    return starts, ends
+
+
 class _Section:
-    def __init__(self, text: str, counter: _Counter) -> None:
+    def __init__(self, text: str, counter: _Counter, line_level: int = LINE) -> None:
         self.text = text
         self.n = len(text)
         self.counter = counter
         self.limit = counter.limit
+        self.token_starts, self.token_ends = _word_tokens(text)
         marks: dict[int, int] = {}
 
         def mark(pos: int, level: int) -> None:
@@ -247,15 +321,22 @@ class _Section:
             if m.start() == 0:
                 continue
             newlines = m.group().count("\n")
-            mark(m.start(), PARAGRAPH if newlines >= 2 else LINE if newlines else WORD)
+            mark(m.start(), PARAGRAPH if newlines >= 2 else line_level if newlines else WORD)
         for m in _SENTENCE_END.finditer(text):
             mark(m.end(), SENTENCE)
         for m in _CLAUSE_END.finditer(text):
             mark(m.end(), CLAUSE)
-        self.pos = sorted(marks)
+        self.pos = [p for p in sorted(marks) if self.token_start(p) is None]
         self.lvl = [marks[p] for p in self.pos]
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def token_start(self, i: int) -> int | None:
+        """The start of the word-like token that ``i`` falls strictly inside, else None."""
+        k = bisect_right(self.token_starts, i) - 1
+        if k >= 0 and self.token_starts[k] < i < self.token_ends[k]:
+            return self.token_starts[k]
+        return None
 
     def count(self, start: int, end: int) -> int:
         return self.counter.count(self.text[start:end])
@@ -349,7 +430,10 @@ class _Section:
         while c > lowest and c < self.n and (_is_extender(text[c]) or text[c - 1] == "\u200d"):
             c -= 1
         if c < self.n and (_is_extender(text[c]) or text[c - 1] == "\u200d"):
-            return lo  # nothing better nearby
+            c = lo  # nothing better nearby
+        start = self.token_start(c)
+        if start is not None and self.trim(p, start) > max(p, floor):
+            return start  # the whole token goes to the next chunk
         return c
 
     def fit(self, p: int, end: int) -> int:
@@ -372,6 +456,9 @@ class _Section:
                 else:
                     bad = mid
             end = good
+            start = self.token_start(end)
+            if start is not None and self.trim(p, start) > p:
+                end = start  # measured again at the top of the loop
 
     def overlap_start(self, p: int, end: int, budget: int) -> int | None:
         """The earliest start after ``p`` of whole trailing units of ``text[p:end]`` whose tokens
@@ -398,9 +485,14 @@ class _Section:
 
 
 def _split_section(
-    text: str, counter: _Counter, overlap_tokens: int, heading_end: int
+    text: str,
+    counter: _Counter,
+    overlap_tokens: int,
+    heading_end: int,
+    line_level: int = LINE,
+    max_spans: int | None = None,
 ) -> list[tuple[int, int]]:
-    sec = _Section(text, counter)
+    sec = _Section(text, counter, line_level)
     budget = min(overlap_tokens, counter.limit // 2)
     spans: list[tuple[int, int]] = []
     p = sec.skip_ws(0)
@@ -417,6 +509,8 @@ def _split_section(
             floor = p
             continue
         spans.append((p, end))
+        if max_spans is not None and len(spans) >= max_spans:
+            break
         taken = counter.count(text[p:end]) - counter.base
         if taken > 0 and end - p > 8:
             counter.chars_per_token = (end - p) / taken
@@ -426,3 +520,166 @@ def _split_section(
         q = sec.overlap_start(p, end, budget) if budget > 0 else None
         p = q if q is not None else sec.skip_ws(end)
     return spans
+
+
+# --------------------------------------------------------------------------------------------
+# Tables
+
+
+@dataclass
+class _Table:
+    start: int  # start of the header row
+    head_end: int  # end of the header row (Markdown: of the delimiter row), before its newline
+    end: int  # end of the last row
+    header: str  # header row (and delimiter row), one line each, as written
+    caption_start: int | None  # start of the caption line, if there is one
+    caption: str
+
+
+def _cells(line: str) -> list[str]:
+    row = line.strip().removeprefix("|")
+    if row.endswith("|") and not row.endswith("\\|"):
+        row = row[:-1]
+    return _CELL_SPLIT.split(row)
+
+
+def _find_tables(text: str) -> list[_Table]:
+    """The tables of a section (see the module docstring), in order."""
+    lines: list[tuple[int, int, str]] = []  # (start, end, kind)
+    fenced: set[int] = set()  # lines inside code fences
+    offset = 0
+    in_fence = False
+    for raw in text.split("\n"):
+        line = raw.rstrip("\r")
+        if _FENCE.match(line):
+            in_fence = not in_fence
+            kind = "text"
+        elif in_fence or _HEADING_LINE.match(line):
+            if in_fence:
+                fenced.add(len(lines))
+            kind = "text"
+        elif not line.strip():
+            kind = "blank"
+        elif _DELIMITER_ROW.match(line):
+            kind = "delimiter"
+        elif "|" in line and len(_cells(line)) >= 2:
+            kind = "row"
+        else:
+            kind = "text"
+        lines.append((offset, offset + len(line), kind))
+        offset += len(raw) + 1
+
+    def content(i: int) -> str:
+        return text[lines[i][0] : lines[i][1]]
+
+    def in_code(i: int) -> bool:
+        return i in fenced
+
+    tables: list[_Table] = []
+    i = 0
+    while i < len(lines):
+        if lines[i][2] != "row":
+            i += 1
+            continue
+        markdown = i + 1 < len(lines) and lines[i + 1][2] == "delimiter"
+        if not markdown and " | " not in content(i):
+            i += 1
+            continue
+        columns = len(_cells(content(i)))
+        last = i + 1 if markdown else i
+        rows = 0
+        j = last + 1
+        while j < len(lines):
+            k = j
+            while k < len(lines) and lines[k][2] == "blank":
+                k += 1
+            if k >= len(lines) or lines[k][2] != "row":
+                break
+            if k > j and len(_cells(content(k))) != columns:
+                break  # after a gap, other columns: the next table
+            rows += 1
+            last = k
+            j = k + 1
+        if rows < (1 if markdown else 2):
+            i += 1
+            continue
+        header = content(i).strip() + ("\n" + content(i + 1).strip() if markdown else "")
+        caption_start, caption = None, ""
+        above = i - 1
+        if above >= 0 and lines[above][2] == "blank":
+            above -= 1
+        if above >= 0 and lines[above][2] == "text":
+            line = content(above)
+            if (
+                len(line.strip()) <= CAPTION_CHARS
+                and not line.rstrip().endswith(_SENTENCE_STOPS)  # a sentence of the text above
+                and not _HEADING_LINE.match(line)
+                and not _FENCE.match(line)
+                and not in_code(above)
+            ):
+                caption_start = lines[above][0] + len(line) - len(line.lstrip())
+                caption = line.strip()
+        head_end = lines[i + 1][1] if markdown else lines[i][1]
+        tables.append(_Table(lines[i][0], head_end, lines[last][1], header, caption_start, caption))
+        i = last + 1
+    return tables
+
+
+def _section_chunks(section: str, counter: _Counter, overlap_tokens: int, heading_end: int) -> list[str]:
+    """The chunks of one section: its tables split by rows, the text around them as usual."""
+    tables = _find_tables(section) if "|" in section else []
+    if tables and len(section) <= 16 * counter.limit and counter.count(section.strip()) <= counter.limit:
+        tables = []  # the whole section is one chunk: nothing to repeat
+    if not tables:
+        return [section[s:e] for s, e in _split_section(section, counter, overlap_tokens, heading_end)]
+    headings = section[:heading_end].strip()
+    out: list[str] = []
+    pos = 0
+
+    def plain(start: int, end: int) -> None:
+        part = section[start:end]
+        if part.strip():
+            floor = heading_end if start == 0 else 0
+            out.extend(part[s:e] for s, e in _split_section(part, counter, overlap_tokens, floor))
+
+    for table in tables:
+        lead = table.caption_start if table.caption_start is not None else table.start
+        if pos == 0 and not section[heading_end:lead].strip():
+            lead = 0  # nothing but the heading before the table: it opens the table's first chunk
+        pieces = _table_chunks(section, table, lead, table.caption or headings, counter)
+        if pieces is None:  # header too big to repeat: the table is plain text
+            continue
+        plain(pos, lead)
+        out.extend(pieces)
+        pos = table.end
+    plain(pos, len(section))
+    return out
+
+
+def _table_chunks(
+    section: str, table: _Table, lead: int, caption: str, counter: _Counter
+) -> list[str] | None:
+    """The chunks of one table, or None when its header (with or without the caption) would take
+    more than half of every chunk."""
+    limit, count = counter.limit, counter.count
+    prefix = "\n".join(x for x in (caption, table.header) if x) + "\n"
+    if count(prefix) > limit // 2:
+        prefix = table.header + "\n"
+        if count(prefix) > limit // 2:
+            return None
+    body = section[table.head_end : table.end]
+    gap = len(body) - len(body.lstrip())
+    first_prefix = section[lead : table.head_end + gap]
+    out: list[str] = []
+    if count(first_prefix) <= limit // 2:
+        first = _split_section(body, _Counter(counter.count, limit, first_prefix), 0, 0, PARAGRAPH, 1)
+        end = first[0][1] if first else len(body)
+        out.append(first_prefix + body[gap:end])
+    else:  # a long lead (heading and caption): on its own, then every chunk with the header
+        out.extend(section[lead:table.start][s:e] for s, e in _split_section(
+            section[lead:table.start], counter, 0, 0))
+        end = 0
+    rest = body[end:]
+    later = _Counter(counter.count, limit, prefix)
+    out.extend(prefix + rest[s:e] for s, e in _split_section(rest, later, 0, 0, PARAGRAPH))
+    return out

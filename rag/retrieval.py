@@ -10,11 +10,14 @@ Usage::
 What happens for one question
 -----------------------------
 1. **Dense**: the embedder's query vector, ``store.dense_search`` (cosine, Chroma HNSW) for the
-   top ``candidates`` chunks. A question with Traditional characters is embedded a second time
-   folded to Simplified and each chunk keeps its better cosine (``fold_traditional``).
-2. **BM25**: :func:`ingest.lexical.query_tokens` (Traditional folded to Simplified, jieba words,
-   question words such as 什么/哪 dropped) against the per-generation sparse BM25 matrix
-   (:mod:`rag.bm25`), top ``candidates``.
+   top ``candidates`` chunks. The question is embedded in Unicode NFKC (full-width letters and
+   digits, ligatures and compatibility ideographs in their plain forms, as passages are
+   embedded); a question whose search form differs further (Traditional Chinese, folded to
+   mainland Simplified script and vocabulary, :func:`ingest.lexical.search_form`) is embedded a
+   second time in that form and each chunk keeps its better cosine (``fold_traditional``).
+2. **BM25**: :func:`ingest.lexical.query_tokens` (NFKC, Traditional folded to mainland
+   Simplified, jieba words, question words such as 什么/哪 dropped) against the per-generation
+   sparse BM25 matrix (:mod:`rag.bm25`), top ``candidates``.
 3. **Fusion**: weighted reciprocal rank fusion,
    ``fused(c) = w_dense / (rrf_k + rank_dense(c)) + w_bm25 / (rrf_k + rank_bm25(c))`` (ranks from
    1; a list that does not contain ``c`` adds nothing). Ties keep the dense order.
@@ -66,9 +69,9 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
 
-from ingest.lexical import query_tokens, to_simplified
+from ingest.lexical import normalize, query_tokens, search_form
 from rag.bm25 import BM25Index, load_index
-from rag.language import detect_language, has_traditional
+from rag.language import detect_language
 from rag.settings import RetrievalSettings
 
 Mode = Literal["hybrid", "dense", "bm25"]
@@ -223,9 +226,13 @@ class HybridRetriever(BaseRetriever):
         return str(getattr(self.embedder, "name", "") or "")
 
     def query_vectors(self, query: str) -> list[np.ndarray]:
-        vectors = [np.asarray(self.embedder.embed_query(query), dtype=np.float32)]
-        if self.fold_traditional and has_traditional(query):
-            vectors.append(np.asarray(self.embedder.embed_query(to_simplified(query)), dtype=np.float32))
+        """The question as written (NFKC) and, when different, its search form (step 1)."""
+        plain = normalize(query)
+        vectors = [np.asarray(self.embedder.embed_query(plain), dtype=np.float32)]
+        if self.fold_traditional:
+            folded = search_form(query)
+            if folded != plain:
+                vectors.append(np.asarray(self.embedder.embed_query(folded), dtype=np.float32))
         return vectors
 
     def dense(
