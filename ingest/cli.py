@@ -1,9 +1,14 @@
 """``python -m ingest``: add files and folders to a knowledge base, list or remove documents.
 
     python -m ingest docs/ report.pdf --kb my_kb        # recursive, with a progress bar
-    python -m ingest --kb my_kb --list                  # documents with chunk and page counts
-    python -m ingest --kb my_kb --remove 3f2a9c         # by id (prefix), path or file name
+    python -m ingest --kb my_kb --list                  # documents, their files, chunk and page counts
+    python -m ingest --kb my_kb --remove 3f2a9c         # by id (prefix): the document and all its files
+    python -m ingest --kb my_kb --remove handbook.txt   # by path or file name: only that file
     python -m ingest docs/ --json                       # one JSON object on stdout
+
+Identical files are stored once as one document with several sources. Removing by path or file
+name detaches that file only; the document and its chunks go with its last file. Removing by
+document id (or a prefix of it) removes the document with every file that holds it.
 
 The exit code is 1 when any file failed, 2 for usage or knowledge-base errors.
 """
@@ -25,9 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ingest", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="*", help="files and folders (folders are read recursively)")
     parser.add_argument("--kb", help="knowledge-base directory (default: settings store.dir, docs_store/)")
-    parser.add_argument("--list", action="store_true", help="list the stored documents")
+    parser.add_argument("--list", action="store_true", help="list the stored documents with every file (source) of each")
     parser.add_argument("--remove", metavar="DOC", action="append", default=[],
-                        help="remove a document by id, id prefix, path or file name (repeatable)")
+                        help="by document id or id prefix: remove the document with all its files; by path "
+                             "or file name: remove only that file (a document goes with its last file); "
+                             "repeatable")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -60,7 +67,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         if ingestor.remove(ref):
             report.removed += 1
         else:
-            report.failed.append(FileFailure(ref, "no stored document matches this id, path or name"))
+            report.failed.append(FileFailure(
+                ref, "no stored document or file matches this id, path or name (or more than one does)"))
     if args.paths:
         bar = None
         if not args.no_progress:  # the bar goes to stderr, so --json output stays clean
@@ -118,11 +126,15 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _print_listing(docs) -> None:
+    """One line per document, then one line per further file that holds the same content."""
     if not docs:
         print("(no documents)")
         return
-    print(f"{'id':12}  {'pages':>5}  {'chunks':>6}  {'added':16}  name")
+    print(f"{'id':12}  {'pages':>5}  {'chunks':>6}  {'added':16}  sources")
+    indent = " " * (12 + 2 + 5 + 2 + 6 + 2 + 16 + 2)
     for d in docs:
         added = time.strftime("%Y-%m-%d %H:%M", time.localtime(d.added_at))
-        names = ", ".join(d.file_names)
-        print(f"{d.doc_id[:12]:12}  {d.pages:>5}  {d.chunk_count:>6}  {added:16}  {names}")
+        first, *more = d.sources or [""]
+        print(f"{d.doc_id[:12]:12}  {d.pages:>5}  {d.chunk_count:>6}  {added:16}  {first}")
+        for source in more:
+            print(f"{indent}{source}")

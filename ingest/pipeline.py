@@ -13,12 +13,19 @@ A file is known by its content hash (the document id). A file whose content is a
 not read, split or embedded again; a changed file gets new chunks and its old ones go; the same
 content under two names is stored once and listed under both names. One bad file is reported in
 ``report.failed`` and the others carry on.
+
+Renames and moves: when a file's content is already stored, the document's other sources whose
+files are gone are dropped in the same transaction that attaches the file (they are counted in
+``report.removed``), so a renamed file is listed and cited under its new path only. Removing by
+path or file name forgets that one file; removing by document id removes the document with all
+its files (:meth:`Ingestor.remove`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,7 +34,7 @@ from typing import Callable, Iterable
 
 from ingest.embeddings import Embedder, load_embedder
 from ingest.errors import DocumentError, EmptyDocument, FileTooLarge, UnreadableFile
-from ingest.lexical import search_tokens, to_simplified
+from ingest.lexical import search_tokens
 from ingest.loaders import SUPPORTED_SUFFIXES, load_document
 from ingest.splitter import split_document
 from ingest.store import DocumentStore, NewChunk, PreparedDocument
@@ -258,13 +265,16 @@ class Ingestor:
                 if self.store.is_complete(doc_id) or doc_id in pending_ids:
                     if doc_id in pending_ids:
                         flush()  # the same content earlier in this run: store it first
-                    if previous == doc_id:
+                    if previous == doc_id and not self._moved_away(doc_id, source):
                         report.unchanged += 1
                         finish(source, "unchanged")
                     else:
                         with self.store.writing():
-                            self.store.attach_source(doc_id, source)
-                        status = "updated" if previous else "added"
+                            # looked at again under the lock: another writer may have changed them
+                            moved = self._moved_away(doc_id, source)
+                            self.store.attach_source(doc_id, source, replaces=moved)
+                        report.removed += len(moved)
+                        status = "unchanged" if previous == doc_id else "updated" if previous else "added"
                         setattr(report, status, getattr(report, status) + 1)
                         finish(source, status)
                     continue
@@ -294,14 +304,29 @@ class Ingestor:
         return report
 
     def remove(self, ref: str) -> bool:
-        """Remove a document by id, id prefix, path or file name."""
-        doc = self.store.find(ref)
-        if doc is None:
+        """Remove what ``ref`` names; False when nothing (or more than one thing) matches.
+
+        A document id or id prefix removes the whole document, with every file that holds it.
+        A source path or file name removes only that file from the knowledge base; the document
+        and its chunks go when it was the document's last file (byte-identical copies elsewhere
+        keep it)."""
+        if self.store.resolve(ref) is None:
             return False
         with self.store.writing():
-            return self.store.remove_document(doc.doc_id)
+            found = self.store.resolve(ref)  # again under the lock
+            if found is None:
+                return False
+            kind, key = found
+            if kind == "document":
+                return self.store.remove_document(key)
+            return self.store.remove_source(key)
 
     # -- steps ------------------------------------------------------------------------------------
+
+    def _moved_away(self, doc_id: str, source: str) -> list[str]:
+        """Sources of ``doc_id`` other than ``source`` whose files no longer exist: the file was
+        renamed or moved (to ``source`` or elsewhere), so the old path must not be cited."""
+        return [s for s in self.store.sources_of(doc_id) if s != source and _file_gone(s)]
 
     def _read(self, path: Path) -> bytes:
         limit = int(self.settings.ingest.max_file_mb * 1024 * 1024)
@@ -347,6 +372,7 @@ class Ingestor:
             file_type=loaded.file_type,
             pages=pages,
             chunks=chunks,
+            title_from_name=_title_from_name(loaded, path),
         )
 
     def _embed(self, docs: list[PreparedDocument],
@@ -355,9 +381,10 @@ class Ingestor:
         ``embedded(doc, share of doc's chunks done, chunks in the batch)``."""
         step = max(1, self.settings.embedding.batch_size)
         for doc in docs:
-            # Embedded in Simplified script: the embedder matches a question best when both sides
-            # share a script, and questions are folded the same way (bench: Traditional passages).
-            texts = [to_simplified(self._embedding_text(doc, c)) for c in doc.chunks]
+            # Embedded in their search form (Unicode NFKC; Traditional text in mainland Simplified
+            # script and vocabulary): the embedder matches a question best when both sides are
+            # written alike, and questions are folded the same way (bench: Traditional passages).
+            texts = [self._embedding_text(doc, c) for c in doc.chunks]
             for start in range(0, len(texts), step):
                 part = texts[start : start + step]
                 vectors = self.embedder.encode_passages(part)
@@ -367,13 +394,18 @@ class Ingestor:
                     embedded(doc, (start + len(part)) / len(texts), len(part))
 
     def _embedding_text(self, doc: PreparedDocument, chunk: NewChunk) -> str:
-        """The heading travels with the chunk text into the vector when it fits the model and
+        """What the embedder is given for a chunk: its search form (``ingest.lexical.search_form``;
+        the stored text stays as written), with the heading in front when it fits the model and
         says something (a file-name title such as ``report_v2`` does not)."""
+        from ingest.lexical import search_form
+
         heading = chunk.heading.strip().lstrip("#").strip()
         if not heading or heading == Path(doc.source).stem or chunk.text.startswith(heading):
-            return chunk.text
-        text = f"{heading}\n{chunk.text}"
-        return text if self.embedder.count_tokens(text) <= self.embedder.max_tokens else chunk.text
+            return search_form(chunk.text)
+        text = search_form(f"{heading}\n{chunk.text}")
+        if self.embedder.count_tokens(text) <= self.embedder.max_tokens:
+            return text
+        return search_form(chunk.text)
 
     def _remove_vanished(self, paths: list[str | Path]) -> int:
         """Sources inside the folders just ingested whose files are gone are removed too."""
@@ -394,6 +426,30 @@ class Ingestor:
                 if self.store.remove_source(source):
                     removed += 1
         return removed
+
+
+def _file_gone(path: str) -> bool:
+    """True only when ``path`` certainly does not exist (an unreadable folder is not proof)."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except (OSError, ValueError):
+        return False
+    return False
+
+
+def _title_from_name(loaded, path: Path) -> bool:
+    """Whether the loader fell back to the file's stem for the title: such a title follows the
+    file when it is renamed. A Markdown heading that happens to equal the stem is the document's
+    own title. (For PDF, DOCX and HTML a title from inside that equals the stem cannot be told
+    apart from the fallback, and is taken to be the name.)"""
+    if loaded.title != path.stem:
+        return False
+    if loaded.file_type == "markdown":
+        heading = re.compile(rf"^ {{0,3}}#{{1,6}}[ \t]+{re.escape(loaded.title)}[ \t#]*$", re.MULTILINE)
+        return heading.search(loaded.text) is None
+    return True
 
 
 def print_report(report: IngestReport, stream=sys.stderr) -> None:

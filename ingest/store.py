@@ -18,6 +18,14 @@ which is written after all its vectors are in Chroma. Anything a killed process 
 never return chunks of a document that is not complete. The catalogue also keeps each chunk's
 text and search tokens, so the BM25 index and the UI never need to scan Chroma.
 
+Names: one document (one content) may be held by several files, its *sources*. A document stays
+while any source holds it: removing a source forgets that path only, and the document and its
+chunks go with its last source. The first source added (the *primary*, first in
+``DocumentInfo.sources``) is the one chunks are cited under, and a title that was taken from a
+file name follows the primary source's name. Names are kept in the catalogue only, so a rename
+never rewrites vectors: Chroma's metadata holds what the content fixes (document id, chunk
+index, page); name fields that older versions wrote there are not read.
+
 Chroma runs embedded under ``store.dir`` or, when ``store.chroma_host`` is set, as a server;
 the catalogue always lives in ``store.dir``.
 """
@@ -43,7 +51,7 @@ from rag.settings import Settings
 CATALOG_FILE = "catalog.sqlite3"
 CHROMA_DIR = "chroma"
 LOCK_FILE = "write.lock"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 PENDING, COMPLETE, DELETING = "pending", "complete", "deleting"
 
@@ -60,7 +68,8 @@ CREATE TABLE IF NOT EXISTS documents (
     char_count INTEGER NOT NULL,
     state TEXT NOT NULL CHECK (state IN ('pending', 'complete', 'deleting')),
     added_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    named_title INTEGER
 );
 CREATE TABLE IF NOT EXISTS sources (
     path TEXT PRIMARY KEY,
@@ -80,6 +89,8 @@ CREATE TABLE IF NOT EXISTS chunks (
 );
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
 """
+# documents.named_title: 1 when the title is the primary source's file stem (it follows renames),
+# 0 when it came from inside the document, NULL in catalogues written before schema 2.
 
 
 def chunk_id_for(doc_id: str, index: int) -> str:
@@ -142,6 +153,9 @@ class PreparedDocument:
     file_type: str
     pages: int
     chunks: list[NewChunk]
+    title_from_name: bool | None = None
+    """Whether ``title`` is the file's stem rather than something the document says (a Markdown
+    heading, PDF metadata); None: decide by comparing the title with the source's stem."""
 
 
 class DocumentStore:
@@ -192,7 +206,16 @@ class DocumentStore:
         db = self._db()
         db.executescript(_SCHEMA)
         with self._transaction() as tx:
+            # Schema 1 had no named_title; add it (under the transaction's lock, so two processes
+            # opening an old catalogue at once do not both try).
+            columns = {row[1] for row in tx.execute("PRAGMA table_info(documents)")}
+            if "named_title" not in columns:
+                tx.execute("ALTER TABLE documents ADD COLUMN named_title INTEGER")
             tx.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            tx.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version' AND CAST(value AS INTEGER) < ?",
+                (str(SCHEMA_VERSION), SCHEMA_VERSION),
+            )
             tx.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
             tx.execute(
                 "INSERT OR IGNORE INTO meta VALUES ('embedder', ?)",
@@ -307,6 +330,54 @@ class DocumentStore:
                 return doc
         matches = [d for d in docs if d.doc_id.startswith(ref) or ref in d.file_names]
         return matches[0] if len(matches) == 1 else None
+
+    def resolve(self, ref: str) -> tuple[str, str] | None:
+        """What ``ref`` names when removing: ``("document", doc_id)`` for a document id or id
+        prefix, ``("source", path)`` for a stored source path or a file name. None when nothing
+        matches, or when a prefix or file name fits more than one document or source."""
+        if not ref:
+            return None
+        if self.is_complete(ref):
+            return ("document", ref)
+        db = self._db()
+        paths = {ref}
+        try:
+            paths.add(str(Path(ref).expanduser().resolve()))
+        except (OSError, ValueError, RuntimeError):
+            pass
+        marks = ",".join("?" * len(paths))
+        row = db.execute(
+            "SELECT s.path FROM sources s JOIN documents d ON s.doc_id = d.doc_id "
+            f"WHERE d.state = 'complete' AND s.path IN ({marks}) LIMIT 1",
+            sorted(paths),
+        ).fetchone()
+        if row:
+            return ("source", row[0])
+        found = [
+            ("document", r[0])
+            for r in db.execute(
+                "SELECT doc_id FROM documents WHERE state = 'complete' AND substr(doc_id, 1, ?) = ?",
+                (len(ref), ref),
+            )
+        ]
+        found += [
+            ("source", r[0])
+            for r in db.execute(
+                "SELECT s.path FROM sources s JOIN documents d ON s.doc_id = d.doc_id "
+                "WHERE d.state = 'complete' AND s.file_name = ?",
+                (ref,),
+            )
+        ]
+        return found[0] if len(found) == 1 else None
+
+    def sources_of(self, doc_id: str) -> list[str]:
+        """The source paths of one document, primary first."""
+        return [
+            r[0]
+            for r in self._db().execute(
+                "SELECT path FROM sources WHERE doc_id = ? ORDER BY added_at, path", (doc_id,)
+            )
+        ]
 
     def doc_for_source(self, path: str) -> str | None:
         row = self._db().execute("SELECT doc_id FROM sources WHERE path = ?", (path,)).fetchone()
@@ -462,10 +533,15 @@ class DocumentStore:
         now = time.time()
         with self._transaction() as tx:
             for doc in docs:
+                named = doc.title_from_name
+                if named is None:
+                    named = doc.title == Path(doc.source).stem
                 tx.execute(
-                    "INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+                    "INSERT OR REPLACE INTO documents (doc_id, title, file_type, pages, chunk_count, "
+                    "char_count, state, added_at, updated_at, named_title) "
+                    "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
                     (doc.doc_id, doc.title, doc.file_type, doc.pages, len(doc.chunks),
-                     sum(len(c.text) for c in doc.chunks), now, now),
+                     sum(len(c.text) for c in doc.chunks), now, now, int(named)),
                 )
                 tx.execute("DELETE FROM chunks WHERE doc_id = ?", (doc.doc_id,))
                 tx.executemany(
@@ -483,28 +559,78 @@ class DocumentStore:
             collection.upsert(
                 ids=[chunk_id_for(doc.doc_id, c.index) for doc, c in part],
                 embeddings=np.stack([c.vector for _, c in part]).astype(np.float32),
-                metadatas=[_chroma_metadata(doc.doc_id, doc.source, doc.title, c) for doc, c in part],
+                metadatas=[_chroma_metadata(doc.doc_id, c) for doc, c in part],
             )
         for doc in docs:
             self.attach_source(doc.doc_id, doc.source, complete=True)
         return {doc.doc_id for doc in docs}
 
-    def attach_source(self, doc_id: str, source: str, complete: bool = False) -> None:
-        """Point ``source`` at ``doc_id`` (already stored); drop a document left with no source."""
+    def attach_source(
+        self, doc_id: str, source: str, complete: bool = False, replaces: Sequence[str] = ()
+    ) -> None:
+        """Point ``source`` at ``doc_id`` (already stored); drop a document left with no source.
+
+        ``replaces``: other sources of ``doc_id`` that ``source`` takes the place of (the file
+        was renamed or moved); they are forgotten in the same transaction, and ``source`` takes
+        their place in the order of sources, so it is cited as they were. A source that already
+        points at ``doc_id`` keeps its place.
+        """
         now = time.time()
         with self._transaction() as tx:
             if complete:
                 tx.execute("UPDATE documents SET state = 'complete', updated_at = ? WHERE doc_id = ?", (now, doc_id))
-            previous = tx.execute("SELECT doc_id FROM sources WHERE path = ?", (source,)).fetchone()
+            previous = tx.execute("SELECT doc_id, added_at FROM sources WHERE path = ?", (source,)).fetchone()
+            primaries = {doc_id: self._primary(tx, doc_id)}
+            if previous and previous[0] != doc_id:
+                primaries[previous[0]] = self._primary(tx, previous[0])
+            places = [previous[1]] if previous and previous[0] == doc_id else []
+            for old in replaces:
+                row = tx.execute(
+                    "SELECT added_at FROM sources WHERE path = ? AND doc_id = ?", (old, doc_id)
+                ).fetchone()
+                if row and old != source:
+                    tx.execute("DELETE FROM sources WHERE path = ?", (old,))
+                    places.append(row[0])
             tx.execute(
                 "INSERT OR REPLACE INTO sources VALUES (?, ?, ?, ?)",
-                (source, doc_id, Path(source).name, now),
+                (source, doc_id, Path(source).name, min(places, default=now)),
             )
             orphan = self._orphan_after_move(tx, previous[0] if previous else None, doc_id)
+            for doc, primary in primaries.items():
+                if doc != orphan:
+                    self._follow_name(tx, doc, primary)
             generation = self._bump_generation(tx)
         self._mark_seen(generation)
         if orphan:
             self._purge(orphan)
+
+    @staticmethod
+    def _primary(tx: sqlite3.Connection, doc_id: str) -> str | None:
+        row = tx.execute(
+            "SELECT path FROM sources WHERE doc_id = ? ORDER BY added_at, path LIMIT 1", (doc_id,)
+        ).fetchone()
+        return row[0] if row else None
+
+    def _follow_name(self, tx: sqlite3.Connection, doc_id: str, old_primary: str | None) -> None:
+        """After ``doc_id``'s sources changed: when its primary source is another file now and
+        its title was that of the old primary's file name, take the new primary's stem as title
+        (and as the heading of chunks that had the old title as theirs). A title that came from
+        the document itself stays."""
+        new_primary = self._primary(tx, doc_id)
+        if new_primary is None or new_primary == old_primary:
+            return
+        row = tx.execute("SELECT title, named_title FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
+        if row is None:
+            return
+        title, named = row
+        if named is None:  # a catalogue from before schema 2: judge by the old primary's name
+            named = old_primary is not None and title == Path(old_primary).stem
+            tx.execute("UPDATE documents SET named_title = ? WHERE doc_id = ?", (int(named), doc_id))
+        new_title = Path(new_primary).stem
+        if not named or new_title == title:
+            return
+        tx.execute("UPDATE chunks SET heading = ? WHERE doc_id = ? AND heading = ?", (new_title, doc_id, title))
+        tx.execute("UPDATE documents SET title = ? WHERE doc_id = ?", (new_title, doc_id))
 
     @staticmethod
     def _orphan_after_move(tx: sqlite3.Connection, old_doc: str | None, new_doc: str) -> str | None:
@@ -522,8 +648,11 @@ class DocumentStore:
             row = tx.execute("SELECT doc_id FROM sources WHERE path = ?", (source,)).fetchone()
             if not row:
                 return False
+            primary = self._primary(tx, row[0])
             tx.execute("DELETE FROM sources WHERE path = ?", (source,))
             orphan = self._orphan_after_move(tx, row[0], "")
+            if orphan is None:
+                self._follow_name(tx, row[0], primary)
             generation = self._bump_generation(tx)
         self._mark_seen(generation)
         if orphan:
@@ -579,15 +708,10 @@ def forget_embedded_client(store_dir: str | Path) -> None:
         _forget_cached_client(Path(store_dir).expanduser().resolve() / CHROMA_DIR)
 
 
-def _chroma_metadata(doc_id: str, source: str, title: str, chunk: NewChunk) -> dict:
-    meta = {
-        "doc_id": doc_id,
-        "source": source,
-        "file_name": Path(source).name,
-        "title": title,
-        "heading": chunk.heading,
-        "chunk": chunk.index,
-    }
+def _chroma_metadata(doc_id: str, chunk: NewChunk) -> dict:
+    # Only what the content fixes: file names and titles live in the catalogue, where a rename
+    # or a removed copy changes them in one transaction (see the module docstring).
+    meta = {"doc_id": doc_id, "chunk": chunk.index}
     if chunk.page is not None:  # Chroma metadata values cannot be None
         meta["page"] = chunk.page
     return meta

@@ -89,7 +89,9 @@ class KnowledgeBase:
         return self.store.documents()
 
     def remove(self, ref: str) -> bool:
-        """Remove a document by id, id prefix, source path or file name; False when not found."""
+        """Remove by document id or id prefix (the whole document, with all its files) or by
+        source path or file name (only that file; the document goes with its last file). False
+        when nothing, or more than one thing, matches."""
         return self.ingestor.remove(ref)
 
     # -- model ------------------------------------------------------------------------------------

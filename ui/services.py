@@ -503,14 +503,14 @@ def ingest_uploads(
             if result.status == "failed" and result.saved_as in written:
                 Path(result.saved_as).unlink(missing_ok=True)
                 result.saved_as = None
-    for copy, first in copies:
+    for dup, first in copies:
         if first.status == "failed":
-            copy.status = "failed"
-            copy.say(N_("same content as {first}, which could not be stored: {reason}"), first=first.name,
+            dup.status = "failed"
+            dup.say(N_("same content as {first}, which could not be stored: {reason}"), first=first.name,
                      reason=first.message)
         else:
-            copy.say(N_("same content as {first} in this upload; stored once."), first=safe_filename(first.name))
-        tick(copy)
+            dup.say(N_("same content as {first} in this upload; stored once."), first=safe_filename(first.name))
+        tick(dup)
     return batch
 
 
@@ -602,7 +602,11 @@ def _finish(result: UploadOutcome, status: str, error: str | None, template: str
 
 
 def delete_document(kb, doc_id: str) -> bool:
-    """Remove a document; its copies in ``<kb>/uploads`` go too (other files are never touched)."""
+    """Remove a document with all its sources (by id, so every file holding it is forgotten);
+    of those files, the copies in ``<kb>/uploads`` that still hold this document's bytes are
+    deleted too. Other files, and upload files that now hold something else, are never touched."""
+    from ingest.pipeline import content_id
+
     doc = next((d for d in kb.documents() if d.doc_id == doc_id), None)
     if doc is None:
         return False
@@ -612,7 +616,7 @@ def delete_document(kb, doc_id: str) -> bool:
         for source in doc.sources:
             path = Path(source)
             try:
-                if path.resolve().parent == up and path.is_file():
+                if path.resolve().parent == up and path.is_file() and content_id(path.read_bytes()) == doc_id:
                     path.unlink()
             except OSError:
                 pass
