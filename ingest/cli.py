@@ -118,6 +118,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
                 print(json.dumps({"documents": listing}, ensure_ascii=False))
             return exit_code
         _print_listing(docs)
+        outdated = ingestor.store.outdated_documents()
+        if outdated:
+            print(cli_text("note: {n} document(s) were indexed by an older version; re-add them to index them "
+                           "again: python -m ingest --remove ID, then python -m ingest FILE", n=len(outdated)),
+                  file=sys.stderr)
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
     elif args.paths or args.remove:

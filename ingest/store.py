@@ -52,6 +52,12 @@ CATALOG_FILE = "catalog.sqlite3"
 CHROMA_DIR = "chroma"
 LOCK_FILE = "write.lock"
 SCHEMA_VERSION = 2
+INDEX_VERSION = 2
+"""What loaders, splitter and search forms make of a file. Each document records the version it
+was indexed with; bump this when they change what is stored (1: before faithful text of issue
+11, i.e. DOCX text boxes/numbering/notes, NFKC and regional search forms, figure-safe chunks),
+and documents indexed earlier are listed by :meth:`DocumentStore.outdated_documents` until a
+rebuild re-indexes them."""
 
 PENDING, COMPLETE, DELETING = "pending", "complete", "deleting"
 
@@ -69,7 +75,8 @@ CREATE TABLE IF NOT EXISTS documents (
     state TEXT NOT NULL CHECK (state IN ('pending', 'complete', 'deleting')),
     added_at REAL NOT NULL,
     updated_at REAL NOT NULL,
-    named_title INTEGER
+    named_title INTEGER,
+    index_version INTEGER
 );
 CREATE TABLE IF NOT EXISTS sources (
     path TEXT PRIMARY KEY,
@@ -211,6 +218,8 @@ class DocumentStore:
             columns = {row[1] for row in tx.execute("PRAGMA table_info(documents)")}
             if "named_title" not in columns:
                 tx.execute("ALTER TABLE documents ADD COLUMN named_title INTEGER")
+            if "index_version" not in columns:  # NULL: indexed before versions were recorded (1)
+                tx.execute("ALTER TABLE documents ADD COLUMN index_version INTEGER")
             tx.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             tx.execute(
                 "UPDATE meta SET value = ? WHERE key = 'schema_version' AND CAST(value AS INTEGER) < ?",
@@ -317,6 +326,14 @@ class DocumentStore:
         for path, doc_id in db.execute("SELECT path, doc_id FROM sources ORDER BY added_at, path"):
             sources.setdefault(doc_id, []).append(path)
         return [DocumentInfo(*row, sources=sources.get(row[0], [])) for row in rows]
+
+    def outdated_documents(self) -> list[DocumentInfo]:
+        """Documents indexed with an older INDEX_VERSION: a rebuild makes them findable the
+        current ways (their stored text, tokens and vectors come from older loaders)."""
+        old = {row[0] for row in self._db().execute(
+            "SELECT doc_id FROM documents WHERE state = 'complete' AND COALESCE(index_version, 1) < ?",
+            (INDEX_VERSION,))}
+        return [d for d in self.documents() if d.doc_id in old]
 
     def document(self, doc_id: str) -> DocumentInfo | None:
         return next((d for d in self.documents() if d.doc_id == doc_id), None)
@@ -538,10 +555,10 @@ class DocumentStore:
                     named = doc.title == Path(doc.source).stem
                 tx.execute(
                     "INSERT OR REPLACE INTO documents (doc_id, title, file_type, pages, chunk_count, "
-                    "char_count, state, added_at, updated_at, named_title) "
-                    "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+                    "char_count, state, added_at, updated_at, named_title, index_version) "
+                    "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
                     (doc.doc_id, doc.title, doc.file_type, doc.pages, len(doc.chunks),
-                     sum(len(c.text) for c in doc.chunks), now, now, int(named)),
+                     sum(len(c.text) for c in doc.chunks), now, now, int(named), INDEX_VERSION),
                 )
                 tx.execute("DELETE FROM chunks WHERE doc_id = ?", (doc.doc_id,))
                 tx.executemany(

@@ -112,6 +112,9 @@ CLI = Catalog({
     "note: {notice}": "提示：{notice}",
     "note: {notice} (--answer-mode generate: let the model write it)": "提示：{notice}（--answer-mode generate：让模型自己写答案）",
     "answer:": "答案：",
+    "note: {n} document(s) were indexed by an older version; re-add them to index them again: python -m ingest "
+    "--remove ID, then python -m ingest FILE":
+        "提示：有 {n} 个文档是用旧版本索引的；重新添加即可重新索引：python -m ingest --remove ID，然后 python -m ingest 文件",
     "{n} file(s) already summarised in {out} (use --force to redo them)": "{n} 个文件已在 {out} 中有摘要（用 --force 重做）",
     "summarised {ok}, already done {before}, failed {failed}; output in {out}": "已摘要 {ok}，此前已完成 {before}，失败 {failed}；输出在 {out}",
 })

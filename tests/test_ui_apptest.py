@@ -700,3 +700,22 @@ def test_context_per_answer_fast_or_whole_window(tmp_path, embedder, lang, T):
     ask(at, "第十二节讨论的工作投入了多少资金？")
     whole = slow.chat_model.calls[-1].prompt_tokens
     assert fast < 1200 and 2 * fast < whole  # two passages within the budget vs the whole document
+
+
+def test_documents_indexed_by_an_older_version_are_flagged_and_indexed_again(app, kb_settings, T):
+    import sqlite3
+
+    upload(app, [("北京.txt", BEIJING.encode()), ("武汉.txt", WUHAN.encode())])
+    with sqlite3.connect(Path(kb_settings.store.dir) / "catalog.sqlite3") as db:  # as an older version left it
+        db.execute("UPDATE documents SET index_version = NULL WHERE doc_id IN "
+                   "(SELECT doc_id FROM sources WHERE path LIKE '%北京.txt')")
+    run(app)
+    warning = T("{n} document(s) were indexed by an older version: text boxes, list numbers, notes and new ways "
+                "of matching words are missing from them until they are indexed again.", n=1)
+    assert any(w.value == warning for w in app.warning)
+    app.button(key="rebuild_outdated").click()
+    run(app)
+    assert not any(w.value == warning for w in app.warning)
+    kb = _kb(app)
+    assert kb.store.outdated_documents() == [] and len(kb.documents()) == 2
+    assert kb.retrieve("北京的常住人口", k=1)[0].file_name == "北京.txt"

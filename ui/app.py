@@ -352,6 +352,15 @@ with tab_docs:
     if state.get("deleted_message"):
         st.success(state.pop("deleted_message"), icon=":material/delete:")
     st.subheader(_("Documents ({n})", n=len(docs)))
+    outdated = kb.store.outdated_documents()
+    if outdated:
+        st.warning(_("{n} document(s) were indexed by an older version: text boxes, list numbers, notes and "
+                     "new ways of matching words are missing from them until they are indexed again.",
+                     n=len(outdated)), icon=":material/update:")
+        if st.button(_("Index them again now"), key="rebuild_outdated", disabled=services.ingest_job(settings) is not None):
+            with st.spinner(_("Re-indexing…")):
+                services.reindex(kb, rebuild=True, doc_ids=[d.doc_id for d in outdated])
+            st.rerun()
     if not docs:
         st.info(_("This knowledge base is empty. Drop files above to add them."))
     else:

@@ -104,6 +104,10 @@ MESSAGES: dict[str, str] = {
     "Deleting {name}…": "正在删除 {name}…",
     "Deleted {name}.": "已删除 {name}。",
     "Re-index": "重新索引",
+    "{n} document(s) were indexed by an older version: text boxes, list numbers, notes and new ways of matching "
+    "words are missing from them until they are indexed again.":
+        "有 {n} 个文档是用旧版本索引的：在重新索引之前，其中的文本框、列表编号、脚注以及新的词语匹配方式都不会生效。",
+    "Index them again now": "立即重新索引这些文档",
     "Read the documents' files again: changed files are re-indexed, unchanged ones are skipped. 'Rebuild' "
     "re-splits and re-embeds everything (after changing chunking or embedding settings).":
         "重新读取文档文件：有改动的文件会重新索引，没有改动的跳过。“从头重建”会重新切分并重新向量化全部文档"
