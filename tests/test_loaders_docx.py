@@ -565,3 +565,23 @@ def test_question_about_the_third_clause_finds_it(tmp_path, embedder, kb_setting
     assert hits[0].file_name == "租赁合同.docx"
     assert hits[0].text.startswith("第三条 乙方应当于每月五日前")
     assert "第二条" not in hits[0].text and "第四条" not in hits[0].text
+
+
+def test_hidden_text_is_not_indexed(tmp_path):
+    """Runs formatted as hidden (w:vanish), as LibreOffice and Word write them, are not shown by
+    Word and must not reach the index; a paragraph of hidden runs disappears."""
+    import docx
+
+    from ingest.loaders import load_document
+
+    document = docx.Document()
+    p = document.add_paragraph("公开内容。")
+    p.add_run("内部备注：不得公开的隐藏文字。").font.hidden = True
+    p.add_run("后续公开内容。")
+    document.add_paragraph().add_run("整段隐藏：密级信息。").font.hidden = True
+    shown = document.add_paragraph()
+    shown.add_run("不隐藏。").font.hidden = False  # w:vanish w:val="0"
+    path = tmp_path / "hidden.docx"
+    document.save(path)
+    text = load_document(path).text
+    assert [line for line in text.splitlines() if line] == ["公开内容。后续公开内容。", "不隐藏。"]

@@ -108,6 +108,12 @@ def _on(el) -> bool:
     return (el.get(W_VAL) or "true").lower() not in ("false", "0", "off")
 
 
+def _hidden_run(run) -> bool:
+    """A run formatted as hidden text (``w:rPr/w:vanish``), which Word does not display."""
+    rpr = run.find(_w("rPr"))
+    return rpr is not None and _on(rpr.find(_w("vanish")))
+
+
 def _int(value, default: int | None = None) -> int | None:
     try:
         return int(str(value).strip())
@@ -673,6 +679,8 @@ class _Reader:
         for child in el:
             tag = _tag(child)
             if not tag or tag in _SKIP_INLINE:
+                continue
+            if tag == W_R and _hidden_run(child):  # w:vanish: Word does not show it, nor do we
                 continue
             if tag == W_T or tag == M_T:
                 out.append(child.text or "")
