@@ -346,7 +346,7 @@ def test_pdf_headings_keep_their_own_line(tmp_path):
     doc = load_document(make_chinese_pdf(tmp_path / "manual.pdf", ["\n".join(lines)], line_chars=30))
     assert doc.pages[0].text == "\n".join(
         [
-            "第二章维护",
+            "第二章 维护",  # a space between words stays; letter spacing (北 京) would go
             "机械密封每运行五百小时应检查一次，发现泄漏时应立即停机并更换密封件，不得带病运行设备。",
             "（一）日常检查",
             "操作人员每班检查轴承温度与振动情况并记入运行记录表",
@@ -367,7 +367,30 @@ def test_pdf_wrapped_paragraph_lines_are_still_joined(tmp_path):
     )
     doc = load_document(make_chinese_pdf(tmp_path / "rules.pdf", [text], line_chars=20))
     assert doc.pages[0].text == (
-        "第一章总则\n"
+        "第一章 总则\n"
         "为加强设备管理提高设备完好率保证生产安全顺利进行根据国家有关规定结合本公司实际情况"
         "制定本办法并由设备管理部门负责解释"
     )
+
+
+def test_pdf_table_rows_headers_and_letter_spacing(tmp_path):
+    """As LibreOffice exports them: a page header, a table whose cells pypdf separates with
+    spaces, and a letter-spaced title. Cells keep a space between them and each row its line;
+    the header is not glued to the next line; letter spacing between single characters goes."""
+    lines = [
+        "文号：沪府办〔2031〕12号",
+        "北 京 市 数 据 管 理 办 法",
+        "区域 样本数 占比",
+        "浦东新区 一千二百零三 百分之五十",
+        "黄浦区 一千二百零三 百分之五十",
+        "项目 负责部门 完成时限",
+        "数据普查 市大数据中心 六月底前",
+        "为规范公共数据管理，促进数据依法有序流动，保障数据安全，推动数字经济发展，制定本办法。",
+        "上海市人民政府办公厅印发",
+    ]
+    doc = load_document(make_chinese_pdf(tmp_path / "table.pdf", ["\n".join(lines)], line_chars=40))
+    assert doc.pages[0].text.split("\n") == [
+        "文号：沪府办〔2031〕12号",
+        "北京市数据管理办法",
+        *lines[2:],
+    ]

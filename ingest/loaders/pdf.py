@@ -1,6 +1,8 @@
 """PDF: the text layer of each page (pypdf), tidied for reading and search: Latin ligature
-characters are spelled out (ﬁ -> fi, ﬃ -> ffi), and in Chinese there are no spaces between CJK
-characters and no line wraps inside a sentence, while a heading keeps its own line."""
+characters are spelled out (ﬁ -> fi, ﬃ -> ffi); letter spacing between single CJK characters
+goes while a gap between words or table cells stays one space; a wrapped Chinese sentence is
+joined again, while a line that ends on purpose (a heading, a page header, a table row, a
+paragraph's last line: anything shorter than a full line) keeps its own line."""
 
 from __future__ import annotations
 
@@ -57,25 +59,53 @@ def _is_numbered_heading(line: str) -> bool:
     )
 
 
-def _stands_alone(line: str, full_width: int) -> bool:
-    """Whether ``line`` ends where it ends on purpose: a numbered heading, or a line without
-    sentence punctuation at most half as wide as the page's widest line. A PDF only wraps a
-    line that is full, so neither is the first part of a wrapped sentence."""
-    if _is_numbered_heading(line):
-        return True
-    line = line.strip()
+_CJK_GAP = re.compile(rf"(?<=[{CJK}])[ \t\u00a0\u3000]+(?=[{CJK}])")
+FULL_LINE = 0.8
+"""A line at least this share of the page's usual full width may be a wrapped one."""
+
+
+def _letter_spaced(line: str) -> bool:
+    """Whether the gaps between CJK characters in ``line`` are letter spacing (北 京 是 首 都),
+    which goes, rather than separators between table cells or words (区域 样本数 占比), which stay."""
+    pieces = [p for p in _CJK_GAP.split(line.strip()) if p]
+    if len(pieces) < 2:
+        return False
+    single = sum(1 for p in pieces if len(p) == 1)
+    return single >= 0.7 * len(pieces)
+
+
+def _tidy_gaps(line: str) -> str:
+    return _CJK_GAP.sub("", line) if _letter_spaced(line) else _CJK_GAP.sub(" ", line)
+
+
+def _full_width(lines: list[str]) -> float:
+    """The page's usual width of a full line: the 90th percentile of its line widths, so one
+    overlong line (a URL) does not make every other line look short."""
+    widths = sorted(_width(line.strip()) for line in lines if line.strip())
+    if not widths:
+        return 0.0
+    return float(widths[min(len(widths) - 1, int(0.9 * len(widths)))])
+
+
+def _wraps_on(previous: str, full: float) -> bool:
+    """Whether ``previous`` is the first part of a wrapped sentence: a PDF only wraps a line that
+    is full, so a short line (a heading, a header, a paragraph's last line, a table row) ends
+    where it ends, as does a numbered heading or a line of cells (CJK runs with gaps between)."""
+    line = previous.strip()
     return (
-        full_width >= 20
-        and not _SENTENCE_PUNCT.search(line)
-        and _width(line) <= 0.5 * full_width
+        full >= 20
+        and _width(line) >= FULL_LINE * full
+        and not _is_numbered_heading(line)
+        and not _CJK_GAP.search(line)
     )
 
 
 def _join_cjk_wraps(text: str) -> str:
     """Join the lines of a wrapped CJK sentence (spaces around the break go too); a line that
-    stands alone (a heading) is not joined to the next one, nor a line to a numbered heading."""
+    ends on purpose (see :func:`_wraps_on`) is not joined to the next one, nor is a line to a
+    numbered heading."""
     lines = text.split("\n")
-    full_width = max(_width(line.strip()) for line in lines)
+    full = _full_width(lines)
     out: list[str] = []
     previous = ""  # the last line as it came, before joining
     for line in lines:
@@ -87,7 +117,7 @@ def _join_cjk_wraps(text: str) -> str:
             and previous[-1] not in _SENTENCE_CLOSE
             and head
             and _CJK_CHAR.match(head)
-            and not _stands_alone(previous, full_width)
+            and _wraps_on(previous, full)
             and not _is_numbered_heading(head)
         ):
             out[-1] = out[-1].rstrip(" \t") + head
@@ -99,8 +129,7 @@ def _join_cjk_wraps(text: str) -> str:
 
 def _tidy_pdf_text(text: str) -> str:
     text = clean_text(text).translate(LIGATURES)
-    text = "\n".join(line.rstrip() for line in text.split("\n"))
-    text = _CJK_SPACES.sub("", text)
+    text = "\n".join(_tidy_gaps(line.rstrip()) for line in text.split("\n"))
     text = _join_cjk_wraps(text)
     text = re.sub(r"\n{3,}", "\n\n", text)
     return text.strip("\n")
