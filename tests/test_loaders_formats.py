@@ -394,3 +394,15 @@ def test_pdf_table_rows_headers_and_letter_spacing(tmp_path):
         "北京市数据管理办法",
         *lines[2:],
     ]
+
+
+def test_html_ordered_lists_keep_the_numbers_a_browser_draws(tmp_path):
+    page = tmp_path / "rules.html"
+    page.write_text(
+        "<html><body><article><h1>办法</h1><ol><li>坚持依法治理。</li><li>坚持安全可控。</li></ol>"
+        "<ol start='4'><li>第四项。</li><li>第五项。</li></ol>"
+        "<ol type='a'><li>甲。</li><li>乙。</li></ol><ol type='I'><li>总则。</li><li>附则。</li></ol>"
+        "<ul><li>要点。</li></ul></article></body></html>", encoding="utf-8")
+    lines = [line for line in load_document(page).text.splitlines() if line]
+    assert lines == ["# 办法", "1. 坚持依法治理。", "2. 坚持安全可控。", "4. 第四项。", "5. 第五项。",
+                     "a. 甲。", "b. 乙。", "I. 总则。", "II. 附则。", "要点。"]

@@ -155,12 +155,52 @@ def _html_text(root, skip: frozenset[int] = frozenset()) -> str:
             pre_depth += 1
         if name in _BLOCK_TAGS or name == "pre":
             parts.append(_SOFT_BREAK if cell_depth else "\n")
+        if name == "li":
+            parts.append(_list_label(node))
         stack.append(("close", name))
         stack.extend(reversed(list(node.children)))
     text = _resolve_markers("".join(parts))
     lines = [line.strip() for line in clean_text(text).split("\n")]
     text = "\n".join(lines)
     return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def _list_label(item) -> str:
+    """The number a browser draws before an item of an ordered list (``1. ``, ``b. ``, ``iv. ``),
+    with the list's ``start`` and ``type``; nothing for other lists."""
+    parent = item.parent
+    if parent is None or (parent.name or "").lower() != "ol":
+        return ""
+    try:
+        n = int(str(item.get("value") or "").strip())
+    except ValueError:
+        try:
+            n = int(str(parent.get("start") or "1").strip())
+        except ValueError:
+            n = 1
+        n += sum(1 for sibling in item.find_previous_siblings("li"))
+    kind = str(parent.get("type") or "1")
+    if kind in ("a", "A") and n > 0:
+        label = ""
+        while n > 0:
+            n, rest = divmod(n - 1, 26)
+            label = chr(ord("a") + rest) + label
+        label = label.upper() if kind == "A" else label
+    elif kind in ("i", "I") and 0 < n < 4000:
+        label = _roman(n).lower() if kind == "i" else _roman(n)
+    else:
+        label = str(n)
+    return f"{label}. "
+
+
+def _roman(n: int) -> str:
+    out = ""
+    for value, numeral in ((1000, "M"), (900, "CM"), (500, "D"), (400, "CD"), (100, "C"), (90, "XC"),
+                           (50, "L"), (40, "XL"), (10, "X"), (9, "IX"), (5, "V"), (4, "IV"), (1, "I")):
+        while n >= value:
+            out += numeral
+            n -= value
+    return out
 
 
 def _heading_text(tag) -> str:
