@@ -399,7 +399,7 @@ def test_pdf_table_rows_headers_and_letter_spacing(tmp_path):
 def test_html_ordered_lists_keep_the_numbers_a_browser_draws(tmp_path):
     page = tmp_path / "rules.html"
     page.write_text(
-        "<html><body><article><h1>办法</h1><ol><li>坚持依法治理。</li><li>坚持安全可控。</li></ol>"
+        "<html><body><article><h1>办法</h1><ol><li><p>坚持依法治理。</p></li><li>坚持安全可控。</li></ol>"
         "<ol start='4'><li>第四项。</li><li>第五项。</li></ol>"
         "<ol type='a'><li>甲。</li><li>乙。</li></ol><ol type='I'><li>总则。</li><li>附则。</li></ol>"
         "<ul><li>要点。</li></ul></article></body></html>", encoding="utf-8")

@@ -108,6 +108,7 @@ def _html_text(root, skip: frozenset[int] = frozenset()) -> str:
     parts: list[str] = []
     pre_depth = 0
     cell_depth = 0  # inside a table cell, block breaks become spaces
+    label = ""  # an ordered list item's number, waiting for the item's text
     # Iterative walk: deeply nested pages must not hit the recursion limit.
     stack: list[object] = [root]
     while stack:
@@ -125,6 +126,9 @@ def _html_text(root, skip: frozenset[int] = frozenset()) -> str:
             if type(node) is not NavigableString and not isinstance(node, CData):
                 continue  # comments, doctype, processing instructions
             s = str(node)
+            if label and s.strip():
+                parts.append(label)
+                label = ""
             if pre_depth:
                 s = s.replace(_SOFT_BREAK, " ").replace(_SOURCE_BREAK, " ")
                 parts.append(s.replace("\n", _SOFT_BREAK) if cell_depth else s)
@@ -156,7 +160,7 @@ def _html_text(root, skip: frozenset[int] = frozenset()) -> str:
         if name in _BLOCK_TAGS or name == "pre":
             parts.append(_SOFT_BREAK if cell_depth else "\n")
         if name == "li":
-            parts.append(_list_label(node))
+            label = _list_label(node)  # written before the item's first text (often inside a <p>)
         stack.append(("close", name))
         stack.extend(reversed(list(node.children)))
     text = _resolve_markers("".join(parts))
