@@ -192,7 +192,7 @@ class DocumentStore:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.dir / CATALOG_FILE, timeout=60, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            _use_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             self._local.conn = conn
@@ -723,6 +723,21 @@ def forget_embedded_client(store_dir: str | Path) -> None:
     """Let go of the cached Chroma client of the store in ``store_dir`` (before deleting it)."""
     with _CHROMA_OPEN_LOCK:
         _forget_cached_client(Path(store_dir).expanduser().resolve() / CHROMA_DIR)
+
+
+def _use_wal(conn: sqlite3.Connection, wait_s: float = 60.0) -> None:
+    """Switch ``conn``'s catalogue to write-ahead logging. On a new catalogue that two processes
+    open at the same moment, SQLite answers "database is locked" to the second at once (the
+    switch does not wait on the busy timeout), so it is retried here until the first is done."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _chroma_metadata(doc_id: str, chunk: NewChunk) -> dict:

@@ -168,3 +168,38 @@ def test_readers_see_a_consistent_store_while_a_cli_ingests(tmp_path, embedder):
     assert len(seen_docs) > 10 and min(seen_docs) < 16 <= max(seen_docs), "readers did not overlap the writes"
     final = check_consistent(DocumentStore.open(settings, embedder), settled=True)
     assert len(final.documents) == 16
+
+
+def _open_catalogue(path: str, start: float) -> str:
+    import sqlite3
+    import time
+
+    from ingest.store import _use_wal
+
+    while time.time() < start:
+        pass
+    conn = sqlite3.connect(path, timeout=60, isolation_level=None)
+    try:
+        _use_wal(conn)
+        conn.executescript("CREATE TABLE IF NOT EXISTS t (x); BEGIN IMMEDIATE; INSERT INTO t VALUES (1); COMMIT;")
+        return ""
+    except Exception as exc:  # reported, so the test names what went wrong
+        return str(exc)
+    finally:
+        conn.close()
+
+
+def test_processes_opening_a_new_catalogue_at_the_same_moment_all_succeed(tmp_path):
+    """SQLite answers "database is locked" at once (without waiting) to a second process that
+    switches a brand-new catalogue to WAL while the first one does: seen as a failed `python -m
+    ingest` when two started together on a new knowledge base."""
+    import multiprocessing
+    import time
+
+    errors = []
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        for trial in range(15):
+            path = str(tmp_path / f"catalog-{trial}.sqlite3")
+            start = time.time() + 0.5
+            errors += [e for e in pool.starmap(_open_catalogue, [(path, start)] * 4) if e]
+    assert errors == []
