@@ -197,9 +197,9 @@ def test_processes_opening_a_new_catalogue_at_the_same_moment_all_succeed(tmp_pa
     import time
 
     errors = []
-    with multiprocessing.get_context("spawn").Pool(4) as pool:
-        for trial in range(15):
-            path = str(tmp_path / f"catalog-{trial}.sqlite3")
-            start = time.time() + 0.5
-            errors += [e for e in pool.starmap(_open_catalogue, [(path, start)] * 4) if e]
+    for trial in range(30):
+        path = str(tmp_path / f"catalog-{trial}.sqlite3")
+        start = time.time() + 0.3
+        with multiprocessing.get_context("fork").Pool(4) as pool:  # four fresh processes each time
+            errors += [e for e in pool.starmap(_open_catalogue, [(path, start)] * 4, chunksize=1) if e]
     assert errors == []
