@@ -380,18 +380,24 @@ class Ingestor:
         """Vectors for the chunks of ``docs``, one embedding batch at a time; after each batch
         ``embedded(doc, share of doc's chunks done, chunks in the batch)``."""
         step = max(1, self.settings.embedding.batch_size)
-        for doc in docs:
-            # Embedded in their search form (Unicode NFKC; Traditional text in mainland Simplified
-            # script and vocabulary): the embedder matches a question best when both sides are
-            # written alike, and questions are folded the same way (bench: Traditional passages).
-            texts = [self._embedding_text(doc, c) for c in doc.chunks]
-            for start in range(0, len(texts), step):
-                part = texts[start : start + step]
-                vectors = self.embedder.encode_passages(part)
-                for chunk, vector in zip(doc.chunks[start : start + len(part)], vectors):
-                    chunk.vector = vector
-                if embedded:
-                    embedded(doc, (start + len(part)) / len(texts), len(part))
+        # Batches run across documents, so many small files still fill each batch.
+        items = [(doc, chunk) for doc in docs for chunk in doc.chunks]
+        # Embedded in their search form (Unicode NFKC; Traditional text in mainland Simplified
+        # script and vocabulary): the embedder matches a question best when both sides are
+        # written alike, and questions are folded the same way (bench: Traditional passages).
+        texts = [self._embedding_text(doc, chunk) for doc, chunk in items]
+        done: dict[int, int] = {}
+        for start in range(0, len(items), step):
+            part = items[start : start + step]
+            for (_, chunk), vector in zip(part, self.embedder.encode_passages(texts[start : start + step])):
+                chunk.vector = vector
+            if embedded:
+                per_doc: dict[int, tuple[PreparedDocument, int]] = {}
+                for doc, _ in part:
+                    per_doc[id(doc)] = (doc, per_doc.get(id(doc), (doc, 0))[1] + 1)
+                for key, (doc, n) in per_doc.items():
+                    done[key] = done.get(key, 0) + n
+                    embedded(doc, done[key] / len(doc.chunks), n)
 
     def _embedding_text(self, doc: PreparedDocument, chunk: NewChunk) -> str:
         """What the embedder is given for a chunk: its search form (``ingest.lexical.search_form``;
