@@ -327,13 +327,17 @@ class DocumentStore:
             sources.setdefault(doc_id, []).append(path)
         return [DocumentInfo(*row, sources=sources.get(row[0], [])) for row in rows]
 
-    def outdated_documents(self) -> list[DocumentInfo]:
-        """Documents indexed with an older INDEX_VERSION: a rebuild makes them findable the
-        current ways (their stored text, tokens and vectors come from older loaders)."""
-        old = {row[0] for row in self._db().execute(
+    def outdated_ids(self) -> set[str]:
+        """Ids of documents indexed with an older INDEX_VERSION: a rebuild makes them findable
+        the current ways (their stored text, tokens and vectors come from older loaders)."""
+        return {row[0] for row in self._db().execute(
             "SELECT doc_id FROM documents WHERE state = 'complete' AND COALESCE(index_version, 1) < ?",
             (INDEX_VERSION,))}
-        return [d for d in self.documents() if d.doc_id in old]
+
+    def outdated_documents(self) -> list[DocumentInfo]:
+        """The documents of :meth:`outdated_ids`."""
+        old = self.outdated_ids()
+        return [d for d in self.documents() if d.doc_id in old] if old else []
 
     def document(self, doc_id: str) -> DocumentInfo | None:
         return next((d for d in self.documents() if d.doc_id == doc_id), None)

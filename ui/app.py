@@ -352,7 +352,8 @@ with tab_docs:
     if state.get("deleted_message"):
         st.success(state.pop("deleted_message"), icon=":material/delete:")
     st.subheader(_("Documents ({n})", n=len(docs)))
-    outdated = kb.store.outdated_documents()
+    old_ids = kb.store.outdated_ids()  # one query; the documents are already read
+    outdated = [d for d in docs if d.doc_id in old_ids]
     if outdated:
         st.warning(_("{n} document(s) were indexed by an older version: text boxes, list numbers, notes and "
                      "new ways of matching words are missing from them until they are indexed again.",
