@@ -107,6 +107,8 @@ def fastest_runtime(again: bool = False, use_gpu: bool = True) -> str:
     known = _read_cache()
     if not again and key in known:
         return known[key]["runtime"]
+    print("Timing the embedder's runtimes on this machine (once; about half a minute)...",
+          file=sys.stderr, flush=True)
     measurements = measure_all()
     runtime = pick(measurements)
     known[key] = {"runtime": runtime, "measured": [asdict(m) for m in measurements],

@@ -192,10 +192,16 @@ class TorchE5Embedder(Embedder):
         # Threads the process may really use (a container's CPU set, not the host's cores).
         if self.device == "cpu" and hasattr(os, "sched_getaffinity"):
             torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
-        hf_logging.set_verbosity_error()  # the unused pooler head is reported as missing
-        self._model = BertModel.from_pretrained(
-            str(folder), dtype=getattr(torch, dtype), add_pooling_layer=False
-        ).to(self.device).eval()
+        # Loading takes a second: no per-tensor progress bar in the CLIs' output.
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            self._model = BertModel.from_pretrained(
+                str(folder), dtype=getattr(torch, dtype), add_pooling_layer=False
+            ).to(self.device).eval()
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
         self._tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self._tokenizer_file = folder / "tokenizer.json"
         self.dimension = int(self._model.config.hidden_size)
