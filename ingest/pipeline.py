@@ -19,28 +19,42 @@ files are gone are dropped in the same transaction that attaches the file (they 
 ``report.removed``), so a renamed file is listed and cited under its new path only. Removing by
 path or file name forgets that one file; removing by document id removes the document with all
 its files (:meth:`Ingestor.remove`).
+
+Reading and splitting (``ingest.parse_workers``) run in worker processes ahead of the embedder
+when the job is big enough (``settings.ingest.parse_workers``): the ingesting process checks each
+file's content hash in file order, hands the files that need reading to the workers a bounded
+distance ahead, and takes their results back in file order while it embeds and stores, so
+reports and progress come in the same order as with in-process reading.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import re
+import pickle
 import sys
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from ingest.embeddings import Embedder, load_embedder
-from ingest.errors import DocumentError, EmptyDocument, FileTooLarge, UnreadableFile
+from ingest.errors import DocumentError, FileTooLarge, UnreadableFile
 from ingest.lexical import search_tokens
-from ingest.loaders import SUPPORTED_SUFFIXES, load_document
-from ingest.splitter import split_document
+from ingest.loaders import SUPPORTED_SUFFIXES
+from ingest.parse_workers import ParseOptions, ParsePool, ParseTask, parse_workers_for, prepare_document
 from ingest.store import DocumentStore, NewChunk, PreparedDocument
 from rag.settings import Settings
 
 HASH_CHARS = 32
+
+AHEAD_FILES = 64
+AHEAD_BYTES = 16 * 1024 * 1024
+"""With reader processes, files are handed out at most this many (and, but for one, this many
+bytes) ahead of the one being stored: enough for the workers to read the next embedding batch
+while the current one is embedded, while bounding the parsed documents waiting in memory (a
+text file's chunks and search tokens take ~17 times its size)."""
 
 
 @dataclass
@@ -73,9 +87,10 @@ class IngestReport:
 
 @dataclass
 class Progress:
-    """How far along a run is. Sent when a file starts being read (``status="reading"``), after
-    each slice of chunks is embedded (``"embedding"``) and when a file is finished (``added``,
-    ``updated``, ``unchanged`` or ``failed``; then :attr:`finished` is true).
+    """How far along a run is. Sent when a file starts being read (``status="reading"``; with
+    reader processes: when its turn comes, as they may have read it ahead), after each slice of
+    chunks is embedded (``"embedding"``) and when a file is finished (``added``, ``updated``,
+    ``unchanged`` or ``failed``; then :attr:`finished` is true).
 
     ``done``/``total`` count files; ``chunks_done``/``chunks_total`` the chunks embedded so far
     and those read so far (the total grows as files are read). ``fraction`` (0..1) weighs files
@@ -132,6 +147,19 @@ class _Pace:
 
 
 ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass
+class _Item:
+    """A file of a run: its name and content hash (or what went wrong getting them), and its
+    task when it was handed to the reader processes ahead of its turn."""
+
+    path: Path
+    source: str
+    doc_id: str = ""
+    size: int = 0
+    error: Exception | None = None
+    task: ParseTask | None = None
 
 
 def content_id(data: bytes) -> str:
@@ -249,57 +277,58 @@ class Ingestor:
 
         updated_sources: set[str] = set()
         pending_ids: set[str] = set()
-        for path in files:
-            source = str(path)
-            try:
-                if not _storable(source):
-                    source = printable_path(source)
-                    raise UnreadableFile(
-                        source,
-                        "the file name is not valid UTF-8 (perhaps from a zip made on another "
-                        "system); rename the file and add it again",
-                    )
-                data = self._read(path)
-                doc_id = content_id(data)
-                previous = self.store.doc_for_source(source)
-                if self.store.is_complete(doc_id) or doc_id in pending_ids:
-                    if doc_id in pending_ids:
-                        flush()  # the same content earlier in this run: store it first
-                    if previous == doc_id and not self._moved_away(doc_id, source):
-                        report.unchanged += 1
-                        finish(source, "unchanged")
-                    else:
-                        with self.store.writing():
-                            # looked at again under the lock: another writer may have changed them
-                            moved = self._moved_away(doc_id, source)
-                            self.store.attach_source(doc_id, source, replaces=moved)
-                        report.removed += len(moved)
-                        status = "unchanged" if previous == doc_id else "updated" if previous else "added"
-                        setattr(report, status, getattr(report, status) + 1)
-                        finish(source, status)
+        pool = self._parse_pool(list(pace.size.values()))
+        try:
+            for item in self._checked(files, pool):
+                source = item.source
+                try:
+                    if item.error is not None:
+                        raise item.error
+                    doc_id = item.doc_id
+                    previous = self.store.doc_for_source(source)
+                    if self.store.is_complete(doc_id) or doc_id in pending_ids:
+                        if item.task is not None:
+                            pool.discard(item.task)
+                        if doc_id in pending_ids:
+                            flush()  # the same content earlier in this run: store it first
+                        if previous == doc_id and not self._moved_away(doc_id, source):
+                            report.unchanged += 1
+                            finish(source, "unchanged")
+                        else:
+                            with self.store.writing():
+                                # looked at again under the lock: another writer may have changed them
+                                moved = self._moved_away(doc_id, source)
+                                self.store.attach_source(doc_id, source, replaces=moved)
+                            report.removed += len(moved)
+                            status = "unchanged" if previous == doc_id else "updated" if previous else "added"
+                            setattr(report, status, getattr(report, status) + 1)
+                            finish(source, status)
+                        continue
+                    tell(source, "reading")
+                    prepared = self._prepared(item, pool)
+                    pace.set(source, READ_SHARE)
+                    chunks["total"] += len(prepared.chunks)
+                except DocumentError as exc:
+                    report.failed.append(FileFailure(source, exc.reason))
+                    finish(source, "failed", exc.reason)
                     continue
-                tell(source, "reading")
-                prepared = self._prepare(path, doc_id)
-                pace.set(source, READ_SHARE)
-                chunks["total"] += len(prepared.chunks)
-            except DocumentError as exc:
-                report.failed.append(FileFailure(source, exc.reason))
-                finish(source, "failed", exc.reason)
-                continue
-            except Exception as exc:  # a bug or a parser crash on one file must not stop the rest
-                reason = f"unexpected {type(exc).__name__}: {exc}"
-                report.failed.append(FileFailure(source, reason))
-                finish(source, "failed", reason)
-                continue
-            if previous:
-                updated_sources.add(source)
-            batch.append(prepared)
-            pending_ids.add(doc_id)
-            batch_chunks += len(prepared.chunks)
-            if batch_chunks >= self.settings.embedding.batch_size * 4:
-                flush()
-                pending_ids.clear()
-        flush()
+                except Exception as exc:  # a bug or a parser crash on one file must not stop the rest
+                    reason = f"unexpected {type(exc).__name__}: {exc}"
+                    report.failed.append(FileFailure(source, reason))
+                    finish(source, "failed", reason)
+                    continue
+                if previous:
+                    updated_sources.add(source)
+                batch.append(prepared)
+                pending_ids.add(doc_id)
+                batch_chunks += len(prepared.chunks)
+                if batch_chunks >= self.settings.embedding.batch_size * 4:
+                    flush()
+                    pending_ids.clear()
+            flush()
+        finally:
+            if pool is not None:
+                pool.close()
         report.removed += self._remove_vanished(paths)
         return report
 
@@ -342,38 +371,85 @@ class Ingestor:
         except OSError as exc:
             raise UnreadableFile(path, f"cannot read the file ({exc.strerror or exc})") from exc
 
-    def _prepare(self, path: Path, doc_id: str) -> PreparedDocument:
-        limit = int(self.settings.ingest.max_file_mb * 1024 * 1024)
-        loaded = load_document(path, max_bytes=limit)
-        drafts = split_document(
-            loaded,
-            self.embedder.count_tokens,
+    def _check(self, path: Path) -> _Item:
+        """The file's name and content hash; a problem is kept to be reported at its turn."""
+        item = _Item(path, str(path))
+        try:
+            if not _storable(item.source):
+                item.source = printable_path(item.source)
+                raise UnreadableFile(
+                    item.source,
+                    "the file name is not valid UTF-8 (perhaps from a zip made on another "
+                    "system); rename the file and add it again",
+                )
+            data = self._read(path)
+            item.doc_id, item.size = content_id(data), len(data)
+        except Exception as exc:
+            item.error = exc
+        return item
+
+    def _checked(self, files: list[Path], pool: ParsePool | None) -> Iterator[_Item]:
+        """``files`` checked (:meth:`_check`), in order. Without a pool each is checked at its
+        turn. With one, files are checked up to AHEAD_FILES / AHEAD_BYTES ahead and those whose
+        content is not stored yet are handed to the workers, so that they are read while the
+        ingesting process embeds; the hash check stays here, so unchanged files cost no parsing."""
+        ahead: deque[_Item] = deque()
+        sent: set[str] = set()  # content handed out in this run: a later copy is not read again
+        sent_bytes = 0
+        rest = iter(files)
+        while True:
+            while not ahead or (pool is not None and len(ahead) < AHEAD_FILES and sent_bytes < AHEAD_BYTES):
+                path = next(rest, None)
+                if path is None:
+                    break
+                item = self._check(path)
+                if (pool is not None and item.error is None and item.doc_id not in sent
+                        and not self.store.is_complete(item.doc_id)):
+                    item.task = pool.submit(path, item.doc_id)
+                    sent.add(item.doc_id)
+                    sent_bytes += item.size
+                ahead.append(item)
+            if not ahead:
+                return
+            item = ahead.popleft()
+            if item.task is not None:
+                sent_bytes -= item.size
+            yield item
+
+    def _parse_pool(self, sizes: list[int]) -> ParsePool | None:
+        """Reader processes for this job, or None to read in this process (see
+        ``ingest.parse_workers.parse_workers_for``; the pool starts with the first file sent)."""
+        workers = parse_workers_for(self.settings.ingest.parse_workers, sizes)
+        if not workers:
+            return None
+        try:
+            # The embedder's token counter, made to be sent to other processes (None: it cannot).
+            make_counter = getattr(self.embedder, "token_counter", None)
+            counter = make_counter() if callable(make_counter) else None
+            if counter is None:
+                return None
+            pickle.dumps((counter, search_tokens))
+        except Exception:  # not picklable after all, or no counter to be had: read here
+            return None
+        return ParsePool(workers, counter, search_tokens, self._parse_options(), inline=self._prepare)
+
+    def _parse_options(self) -> ParseOptions:
+        return ParseOptions(
+            max_bytes=int(self.settings.ingest.max_file_mb * 1024 * 1024),
             chunk_tokens=self.settings.chunking.chunk_tokens,
             overlap_tokens=self.settings.chunking.overlap_tokens,
             max_tokens=self.embedder.max_tokens,
         )
-        if not drafts:
-            raise EmptyDocument(path, "no text to index")
-        chunks = [
-            NewChunk(
-                index=d.index,
-                text=d.text,
-                page=d.page,
-                heading=d.heading,
-                tokens=search_tokens(f"{d.heading}\n{d.text}" if d.heading else d.text),
-            )
-            for d in drafts
-        ]
-        pages = sum(1 for p in loaded.pages if p.number is not None) or 1
-        return PreparedDocument(
-            doc_id=doc_id,
-            source=str(path),
-            title=loaded.title,
-            file_type=loaded.file_type,
-            pages=pages,
-            chunks=chunks,
-            title_from_name=_title_from_name(loaded, path),
-        )
+
+    def _prepared(self, item: _Item, pool: ParsePool | None) -> PreparedDocument:
+        """The file read and split: by the workers when there are some (a file not handed out
+        ahead, such as a second copy of content that failed, is handed out now), else here."""
+        if pool is None:
+            return self._prepare(item.path, item.doc_id)
+        return pool.result(item.task or pool.submit(item.path, item.doc_id))
+
+    def _prepare(self, path: Path, doc_id: str) -> PreparedDocument:
+        return prepare_document(path, doc_id, self.embedder.count_tokens, self._parse_options(), search_tokens)
 
     def _embed(self, docs: list[PreparedDocument],
                embedded: Callable[[PreparedDocument, float, int], None] | None = None) -> None:
@@ -443,19 +519,6 @@ def _file_gone(path: str) -> bool:
     except (OSError, ValueError):
         return False
     return False
-
-
-def _title_from_name(loaded, path: Path) -> bool:
-    """Whether the loader fell back to the file's stem for the title: such a title follows the
-    file when it is renamed. A Markdown heading that happens to equal the stem is the document's
-    own title. (For PDF, DOCX and HTML a title from inside that equals the stem cannot be told
-    apart from the fallback, and is taken to be the name.)"""
-    if loaded.title != path.stem:
-        return False
-    if loaded.file_type == "markdown":
-        heading = re.compile(rf"^ {{0,3}}#{{1,6}}[ \t]+{re.escape(loaded.title)}[ \t#]*$", re.MULTILINE)
-        return heading.search(loaded.text) is None
-    return True
 
 
 def print_report(report: IngestReport, stream=sys.stderr) -> None:
