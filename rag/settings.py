@@ -140,7 +140,16 @@ class RetrievalSettings(BaseModel):
     or config file); otherwise the retriever picks them for the embedder (rag/retrieval.py)."""
     mmr: bool = False
     relevance_threshold: float = 0.0
-    """0..1, higher is stricter; passages below it are dropped."""
+    """0..1, higher is stricter; passages below it are dropped. With a reranker it applies to
+    the reranker's 0..1 relevance (which is then the passages' score)."""
+    reranker: str | None = None
+    """Cross-encoder that reorders the best fused candidates (rag/rerank.py): a Hub name such as
+    ``BAAI/bge-reranker-v2-m3`` or a local model folder. None or empty: no reranking (nothing is
+    loaded)."""
+    rerank_candidates: int = Field(20, ge=1)
+    """How many of the best fused candidates the reranker reads per question (at least k)."""
+    reranker_device: str | None = None
+    """``cpu``, ``cuda``, ``mps`` for the reranker; None picks automatically."""
 
 
 class AnswerSettings(BaseModel):

@@ -2,8 +2,8 @@
 
 Upload documents, manage knowledge bases, ask questions with cited answers, summarise.
 Configuration comes from :class:`rag.settings.Settings` (``DOCQA_*`` variables, ``docqa.toml``);
-the sidebar changes the model and the sampling for this browser session. The server binds to
-127.0.0.1 (``.streamlit/config.toml``). How knowledge bases are laid out on disk and how tests
+the sidebar changes the model, the sampling and the reranker for this browser session. The
+server binds to 127.0.0.1 (``.streamlit/config.toml``). How knowledge bases are laid out on disk and how tests
 inject settings and a model: see :mod:`ui.services`.
 """
 
@@ -71,6 +71,7 @@ def init_state(base: Settings) -> None:
         "temperature": min(max(float(ms.temperature), 0.0), 2.0),
         "max_new_tokens": min(max(int(ms.max_new_tokens), 1), 32768),
         "k": min(max(int(base.retrieval.k), 1), 50),
+        "reranker": base.retrieval.reranker or "",
         "context_budget": base.answer.context_budget,
         "confirm_delete_kb": False,
     }
@@ -88,8 +89,9 @@ def init_state(base: Settings) -> None:
             state.model_source, state.model_path = MODEL_SOURCES[2], name
 
 
-def effective_settings(base: Settings, kb_dir: Path) -> Settings:
-    """The base settings with this session's knowledge base, model and sampling choices."""
+def effective_settings(base: Settings, kb_dir: Path, reranker: str | None = None) -> Settings:
+    """The base settings with this session's knowledge base, model, sampling and reranker
+    choices (``reranker``: one that loaded, or None for none)."""
     s = base.with_store(kb_dir)
     model = s.model.model_copy(update={
         "name": state.model_name,
@@ -98,7 +100,7 @@ def effective_settings(base: Settings, kb_dir: Path) -> Settings:
         "temperature": float(state.temperature),
         "max_new_tokens": int(state.max_new_tokens),
     })
-    retrieval = s.retrieval.model_copy(update={"k": int(state.k)})
+    retrieval = s.retrieval.model_copy(update={"k": int(state.k), "reranker": reranker})
     answer = s.answer.model_copy(update={"context_budget": state.context_budget})
     return s.model_copy(update={"model": model, "retrieval": retrieval, "answer": answer})
 
@@ -190,6 +192,23 @@ with sb.expander(_("Choose the model"), expanded=False):
 sb.subheader(_("Answering"))
 sb.slider(_("Passages per question (k)"), 1, max(20, state.k), key="k",
           help=_("How many passages retrieval hands to the model (more on long-context models)."))
+sb.text_input(_("Reranker (empty = off)"), key="reranker", placeholder="BAAI/bge-reranker-v2-m3",
+              help=_("A cross-encoder (Hub name or model folder) that reads the best {n} passages found together "
+                     "with the question and reorders them: more accurate, but slower on a CPU.",
+                     n=base.retrieval.rerank_candidates))
+reranker = (state.reranker or "").strip() or None
+failed = state.get("_reranker_failed") or (None, "")  # not tried again on every rerun
+if reranker is not None and reranker != failed[0]:  # loaded here (once per server): a bad name is said at once
+    try:
+        with sb, st.spinner(_("Loading {name} (first time only)…", name=reranker)):
+            from rag.rerank import load_reranker
+
+            load_reranker(reranker, base.retrieval.reranker_device)
+    except Exception as exc:  # the questions are still answered, without reranking
+        failed = state["_reranker_failed"] = (reranker, str(exc))
+if reranker is not None and reranker == failed[0]:
+    sb.error(_("Reranker not available, searching without it: {error}", error=failed[1]))
+    reranker = None
 sb.slider(_("Temperature"), 0.0, max(1.5, state.temperature), step=0.05, key="temperature",
           help=_("0 = always the most likely words."))
 sb.number_input(_("Max new tokens"), 1, max(4096, state.max_new_tokens), step=16, key="max_new_tokens",
@@ -206,7 +225,7 @@ sb.selectbox(_("Language"), list(LANGUAGE_CHOICES), key="ui_language", format_fu
              index=list(LANGUAGE_CHOICES).index(base.ui.language) if base.ui.language in LANGUAGE_CHOICES else 0,
              help=_("Language of this interface; answers follow the language of each question."))
 
-settings = effective_settings(base, kb_dir)
+settings = effective_settings(base, kb_dir, reranker)
 
 
 # -- the knowledge base and the model -------------------------------------------------------------------

@@ -48,6 +48,12 @@ MESSAGES: dict[str, str] = {
     "Passages per question (k)": "每个问题检索的段落数（k）",
     "How many passages retrieval hands to the model (more on long-context models).":
         "检索交给模型的段落数量（长上下文模型可以多一些）。",
+    "Reranker (empty = off)": "重排序模型（留空 = 不使用）",
+    "A cross-encoder (Hub name or model folder) that reads the best {n} passages found together with the question "
+    "and reorders them: more accurate, but slower on a CPU.":
+        "一个交叉编码器（Hub 名称或模型文件夹），把检索到的前 {n} 个段落和问题放在一起阅读并重新排序："
+        "更准确，但在 CPU 上较慢。",
+    "Reranker not available, searching without it: {error}": "重排序模型不可用，检索时不使用它：{error}",
     "Temperature": "温度",
     "0 = always the most likely words.": "0 = 总是选择可能性最大的词。",
     "Max new tokens": "最多生成的 token 数",
