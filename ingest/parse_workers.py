@@ -101,16 +101,17 @@ def _title_from_name(loaded: LoadedDocument, path: Path) -> bool:
 
 # -- how many workers ---------------------------------------------------------------------------
 
-AUTO_MIN_BYTES = 2 * 1024 * 1024
+AUTO_MIN_BYTES = 512 * 1024
 """``parse_workers = None`` starts workers only for jobs of at least two files and this many bytes.
 
-Measured on a 2-core machine with other work on it: a pool gives its first result ~1.5 s after
-it is started (a fresh interpreter, the loaders, and jieba's dictionary, which every worker loads
-once: ~0.9 s); the ingesting process itself reads and splits Chinese text at ~0.5-1 MB/s and a
-tiny file in ~0.2 ms. Below ~2 MB in-process parsing takes about as long as starting the
-workers, so they could not pay for themselves (and 10,000 tiny files are ~0.3 MB: 2 s in
-process). Unchanged files are never parsed, and the pool is only started when the first file
-that needs reading comes up, so re-ingesting a large unchanged folder starts no process."""
+A pool gives its first result ~1.5 s after it is started (a fresh interpreter, the loaders, and
+jieba's dictionary, which every worker loads once: ~0.9 s), but that start overlaps the hashing
+and embedding in the ingesting process, and so does all parsing after it. Measured on 2 cores
+(bench/ingest.py, 1 MB of Chinese text in 45 files, PyTorch embedder): pipeline ÷ raw encode
+1.165 reading in-process, 1.129 with one reader. Much smaller jobs finish before a pool would
+pay off (10,000 tiny files are ~0.3 MB: 2 s in-process). Unchanged files are never parsed, and
+the pool is only started when the first file that needs reading comes up, so re-ingesting a
+large unchanged folder starts no process."""
 
 MAX_AUTO_WORKERS = 4
 """More readers rarely help: the embedder, not parsing, is the slow stage with every embedder

@@ -455,8 +455,10 @@ class Ingestor:
                embedded: Callable[[PreparedDocument, float, int], None] | None = None) -> None:
         """Vectors for the chunks of ``docs``, one embedding batch at a time; after each batch
         ``embedded(doc, share of doc's chunks done, chunks in the batch)``."""
-        step = max(1, self.settings.embedding.batch_size)
-        # Batches run across documents, so many small files still fill each batch.
+        # Four model batches per call: an embedder that pads (PyTorch) sorts the texts of one
+        # call by length, and over more texts less of each batch is padding. Progress still
+        # comes every few seconds. Batches run across documents, so small files fill them too.
+        step = 4 * max(1, self.settings.embedding.batch_size)
         items = [(doc, chunk) for doc in docs for chunk in doc.chunks]
         # Embedded in their search form (Unicode NFKC; Traditional text in mainland Simplified
         # script and vocabulary): the embedder matches a question best when both sides are
