@@ -27,16 +27,20 @@ from pathlib import Path
 from rag.i18n import cli_text, use_cli_language
 
 
+def _at_least(value: str, minimum: int, what: str = "a whole number") -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(what) from None
+    if n < minimum:
+        raise argparse.ArgumentTypeError(f"at least {minimum}")
+    return n
+
+
 def _budget(value: str) -> str | int:
     if value in ("auto", "window"):
         return value
-    try:
-        tokens = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError("auto, window or a number of tokens") from None
-    if tokens < 256:
-        raise argparse.ArgumentTypeError("at least 256 tokens")
-    return tokens
+    return _at_least(value, 256, "auto, window or a number of tokens")
 
 
 def _settings(args: argparse.Namespace):
@@ -83,13 +87,7 @@ def _add_common(p: argparse.ArgumentParser, model: bool = True) -> None:
 
 
 def _positive(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError("a whole number") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError("at least 1")
-    return n
+    return _at_least(value, 1)
 
 
 def _add_rerank(p: argparse.ArgumentParser) -> None:

