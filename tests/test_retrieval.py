@@ -262,3 +262,19 @@ def test_new_process_loads_the_saved_index(kb):
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", str(kb.store.chunk_count())]
+
+
+def test_bm25_counts_only_in_the_questions_language(tmp_path):
+    """An English question shares a stray Latin word with a Chinese passage: BM25 alone ranks
+    that passage, hybrid search does not let BM25 count across languages."""
+    docs = dict(DOCS)
+    docs["zh_with_latin.txt"] = "这家公司的 warranty 政策写在合同附件里，具体条款请咨询客服人员。"
+    kb = make_kb(tmp_path, docs=docs)
+    question = "What is the warranty period of the pump?"
+    lexical = kb.retriever.search(question, k=3, mode="bm25")
+    assert lexical and lexical[0].file_name == "zh_with_latin.txt"
+    hybrid = kb.retriever.search(question, k=6)
+    chinese = [h for h in hybrid if h.file_name == "zh_with_latin.txt"]
+    assert all(h.bm25 == 0.0 for h in chinese)
+    python = kb.retriever.search("Who created the Python language?", k=3)
+    assert python[0].file_name == "python.txt" and python[0].bm25 > 0  # same language: counts
