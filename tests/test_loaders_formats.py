@@ -8,7 +8,6 @@ Every test writes a real file in tmp_path and checks the exact text that
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pytest
