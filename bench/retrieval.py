@@ -72,7 +72,8 @@ def build_kb(name: str, passages: list[str], embedding: dict, convert=None, log=
         if not f.exists() or f.read_text(encoding="utf-8") != body:
             f.write_text(body, encoding="utf-8")
         paths.append(f)
-    settings = Settings(store={"dir": OUT / name}, embedding=embedding)
+    # Ranking is measured without a relevance threshold (questions are never refused here).
+    settings = Settings(store={"dir": OUT / name}, embedding=embedding, retrieval={"relevance_threshold": 0.0})
     kb = KnowledgeBase(settings=settings, model=fake_loaded_model())
     started = time.time()
     report = kb.add([files], progress=lambda p: log(f"  {name}: {p.done}/{p.total}") if p.finished and p.done % 100 == 0 else None)

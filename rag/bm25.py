@@ -208,6 +208,15 @@ class BM25Index:
             return [(int(allowed[i]), float(sub[i])) for i in top if sub[i] > 0]
         return [(int(i), float(scores[i])) for i in _top(scores, k) if scores[i] > 0]
 
+    def idf_mass(self, tokens: Sequence[str]) -> float:
+        """Summed IDF of the distinct query tokens (unknown ones at the IDF of an unseen term):
+        how much the question's words can tell passages apart."""
+        n = len(self)
+        unknown_idf = math.log1p((n + 0.5) / 0.5) if n else 1.0
+        return float(sum(
+            float(self.idf[self.vocab[t]]) if t in self.vocab else unknown_idf for t in dict.fromkeys(tokens)
+        ))
+
     def matched_idf_fraction(self, tokens: Sequence[str], column: int) -> float:
         """Share (0..1) of the query's IDF mass whose terms occur in chunk ``column``.
 

