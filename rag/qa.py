@@ -97,8 +97,10 @@ def leans_on_conversation(question: str) -> bool:
 
 
 def fuse_hit_lists(lists: Sequence[Sequence[Hit]], k: int) -> list[Hit]:
-    """Several rankings of chunks merged by each chunk's best 0..1 relevance (the retriever's
-    calibrated score against the query that found it); on a tie the earlier list wins.
+    """Several rankings of chunks (the question as asked, its rewrite, its translation) merged
+    by each chunk's best 0..1 relevance (the retriever's calibrated score against the query that
+    found it); every list's first hit is kept, so a poor rewrite or translation can add passages
+    but never push out the one the question itself finds first. On a tie the earlier list wins.
 
     Not rank fusion: chunks weakly related to both queries would collect two small rank shares
     and overtake the one passage that matches the question well.
@@ -111,7 +113,14 @@ def fuse_hit_lists(lists: Sequence[Sequence[Hit]], k: int) -> list[Hit]:
             if hit.chunk_id not in best or hit.score > best[hit.chunk_id].score:
                 best[hit.chunk_id] = hit
     order = sorted(best, key=lambda c: (-best[c].score, first_seen[c]))
-    return [best[c] for c in order[:k]]
+    kept = list(dict.fromkeys(hits[0].chunk_id for hits in lists if hits))[:k]
+    for chunk_id in order:
+        if len(kept) >= k:
+            break
+        if chunk_id not in kept:
+            kept.append(chunk_id)
+    kept.sort(key=lambda c: (-best[c].score, first_seen[c]))
+    return [best[c] for c in kept]
 
 
 class ContextTooSmall(ValueError):

@@ -122,6 +122,9 @@ both are used (chosen on the dev half of bench/data; the dense part separates be
 LEXICAL_FULL_IDF = 8.0
 """IDF mass at which a question's words count fully in the score: a question of only very
 common words (的, 了) says little by its words being found."""
+IDF_TRUSTED_CHUNKS = 50
+"""Chunks from which on the IDF weighting above is used in full; below, a question's words count
+more (a blend, fully at one chunk)."""
 AUTO_THRESHOLD: tuple[tuple[str, float], ...] = (("e5", 0.23),)
 """``relevance_threshold = "auto"``: the threshold calibrated for an embedder family (dev half of
 bench/data: keeps 97 % of answerable Chinese questions, refuses 90 %+ of off-topic ones); 0 (keep
@@ -558,7 +561,10 @@ class _Scorer:
         # A question of nothing but question and function words (的, 是什么, "what is") asks
         # nothing a passage could answer: it scores 0.
         self.informative = any(t not in QUERY_STOPWORDS for t in search_tokens(query))
-        self.word_weight = min(1.0, index.idf_mass(tokens) / LEXICAL_FULL_IDF)
+        # IDF tells content words from common ones only across enough chunks (in a one-chunk
+        # knowledge base every word has the lowest IDF), so a small one trusts the words more.
+        trust = min(1.0, len(index) / IDF_TRUSTED_CHUNKS)
+        self.word_weight = trust * min(1.0, index.idf_mass(tokens) / LEXICAL_FULL_IDF) + (1.0 - trust)
 
     def score(self, cosine: float | None, lex_rel: float, chunk_text: str) -> tuple[float, float | None]:
         """(score, dense relevance or None)."""

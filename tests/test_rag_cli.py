@@ -46,7 +46,8 @@ def test_retrieve_jsonl_in_a_subprocess(kb, tmp_path):
     )
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     out = subprocess.run(
-        [sys.executable, "-m", "rag", "retrieve", "--kb", str(kb.store.dir), "--questions", str(questions), "--k", "2", "--json"],
+        [sys.executable, "-m", "rag", "retrieve", "--kb", str(kb.store.dir), "--questions", str(questions), "--k", "2", "--json",
+         "--threshold", "0"],
         cwd=ROOT, capture_output=True, text=True, timeout=300, env=env,
     )
     assert out.returncode == 0, out.stderr

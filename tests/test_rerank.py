@@ -192,7 +192,7 @@ def test_off_by_default_nothing_is_imported_and_hits_are_unchanged(kb):
 def test_hits_follow_the_reranker_and_only_the_top_n_are_read(kb):
     """The reranker reads the best N fused candidates (in fused order), the hits come in its
     order with its scores, and the hybrid score stays in extra."""
-    plain = HybridRetriever.from_store(kb.store, RetrievalSettings())
+    plain = HybridRetriever.from_store(kb.store, RetrievalSettings(relevance_threshold=0.0))
     fused = plain.search(QUESTION, k=4)
     assert len(fused) == 4
     # known scores: the reverse of the fused order

@@ -264,7 +264,7 @@ def test_langchain_retriever_interface(kb):
 
 
 def test_index_follows_ingestion_and_removal(tmp_path):
-    kb = make_kb(tmp_path, docs={"a.txt": DOCS["beijing.txt"]})
+    kb = make_kb(tmp_path, docs={"a.txt": DOCS["beijing.txt"]}, relevance_threshold="auto")
     # the only document, though it does not answer (by default: nothing found)
     assert kb.retriever.search("龙井茶产于哪里？", k=3, relevance_threshold=0.0)[0].file_name == "a.txt"
     assert kb.retrieve("龙井茶产于哪里？", k=3) == []

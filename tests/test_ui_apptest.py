@@ -16,6 +16,7 @@ import pytest
 from tests.docmaker import make_truncated_pdf, pdf_bytes
 from tests.helpers_ui import ask, make_app, run, texts, upload
 from ui import services
+from rag.retrieval import no_passage_message
 
 pytestmark = pytest.mark.slow
 
@@ -353,6 +354,12 @@ def test_question_scope_limits_documents(app, fake):
     app.multiselect(key="scope_default").set_value([wuhan])
     run(app)
     ask(app, "北京的常住人口是多少？")
+    labels = [e.label for e in app.expander if e.label.startswith("[")]
+    # only Wuhan's text is searched, and it does not answer: nothing found, Beijing never cited
+    assert not any("北京.txt" in label for label in labels), labels
+    body = "\n".join(m.value for m in app.chat_message[-1].markdown)
+    assert no_passage_message("zh") in body
+    ask(app, "武汉有什么有名的小吃？")
     labels = [e.label for e in app.expander if e.label.startswith("[")]
     assert labels and all("武汉.txt" in label for label in labels), labels
 
