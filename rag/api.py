@@ -113,9 +113,29 @@ class KnowledgeBase:
 
     # -- retrieval and QA ---------------------------------------------------------------------------
 
-    def retrieve(self, question: str, k: int | None = None, doc_ids: list[str] | None = None) -> list[Hit]:
-        """The best chunks for ``question`` (hybrid dense + BM25), best first; see rag.retrieval."""
-        return self.retriever.search(question, k=k, doc_ids=doc_ids)
+    def retrieve(self, question: str, k: int | None = None, doc_ids: list[str] | None = None,
+                 translate: bool = False) -> list[Hit]:
+        """The best chunks for ``question`` (hybrid dense + BM25), best first; see rag.retrieval.
+        ``translate``: also search its translation by the chat model (loaded for it) when the
+        documents in scope are in the other language (rag.translate)."""
+        if not translate:
+            return self.retriever.search(question, k=k, doc_ids=doc_ids)
+        from rag.translate import search_with_translation
+
+        hits, _ = search_with_translation(self.retriever, self.translator(), question,
+                                          k or self.settings.retrieval.k, doc_ids)
+        return hits
+
+    def translator(self, load_model: bool = True):
+        """The question translator (rag.translate) for ``settings.retrieval.translate_questions``,
+        or None when switched off. ``load_model`` False: only a model already loaded translates
+        (quote mode loads none); otherwise the translator only says why it could not."""
+        if not self.settings.retrieval.translate_questions:
+            return None
+        from rag.translate import QuestionTranslator
+
+        model = self.model if load_model else self._model
+        return QuestionTranslator(model, system_prompt=self.settings.model.system_prompt)
 
     def qa_chain(self, k: int | None = None, doc_ids: Sequence[str] | None = None) -> Runnable:
         """Runnable: ``{"question", "history": [(user, assistant), ...]}`` → answer dict (rag.qa).
@@ -132,6 +152,7 @@ class KnowledgeBase:
             doc_ids=doc_ids,
             system_prompt=self.settings.model.system_prompt,
             context_budget=context_budget_tokens(self.settings.answer, model),
+            translator=self.translator(),
         )
 
     def answer_mode(self, mode: str | None = None) -> str:
@@ -149,7 +170,8 @@ class KnowledgeBase:
         """Runnable: ``{"question"}`` → the passages' best sentences with citations (rag.quotes);
         needs no chat model."""
         return QuoteChain(self.retriever, self.embedder, k=k, doc_ids=doc_ids,
-                          sentences=self.settings.answer.quote_sentences, notice=quote_notice())
+                          sentences=self.settings.answer.quote_sentences, notice=quote_notice(),
+                          translator=self.translator(load_model=False))
 
     def _chain(self, mode: str | None, k: int | None, doc_ids) -> Runnable:
         if self.answer_mode(mode) == "quote":

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ K1 = 1.2
 B = 0.75
 INDEX_PREFIX = "bm25-"
 INDEX_FORMAT = 2
+_CJK_TERM = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_LATIN_TERM = re.compile(r"[a-z]")
 
 
 @dataclass
@@ -60,6 +63,7 @@ class BM25Index:
     loaded_from_disk: bool = False
     _doc_rows: dict[str, np.ndarray] | None = field(default=None, repr=False)
     _columns: dict[str, int] | None = field(default=None, repr=False)
+    _chinese: np.ndarray | None = field(default=None, repr=False)
 
     # -- building ----------------------------------------------------------------------------
 
@@ -182,6 +186,29 @@ class BM25Index:
         if self._columns is None:
             self._columns = {c: i for i, c in enumerate(self.chunk_ids)}
         return self._columns.get(chunk_id)
+
+    def chinese_columns(self) -> np.ndarray:
+        """Per column, whether the chunk is Chinese: at least a fifth of its distinct words are
+        Chinese (the rule of :func:`rag.language.detect_language`, on words; numbers count for
+        neither language). Worked out once per index from its vocabulary."""
+        if self._chinese is None:
+            kind = np.zeros(len(self.vocab), dtype=np.int8)  # 1 Chinese, 2 Latin, 0 neither
+            for term, i in self.vocab.items():
+                kind[i] = 1 if _CJK_TERM.match(term) else 2 if _LATIN_TERM.match(term) else 0
+            rows = np.repeat(kind, np.diff(self.weights.indptr))
+            cols = self.weights.indices
+            chinese = np.bincount(cols, weights=(rows == 1), minlength=len(self))
+            latin = np.bincount(cols, weights=(rows == 2), minlength=len(self))
+            total = chinese + latin
+            self._chinese = (total > 0) & (chinese >= 0.2 * np.maximum(total, 1))
+        return self._chinese
+
+    def chinese_share(self, doc_ids: Iterable[str] | None = None) -> float | None:
+        """Share of the chunks (of ``doc_ids``, or all) that are Chinese; None without chunks."""
+        flags = self.chinese_columns()
+        if doc_ids is not None:
+            flags = flags[self.rows_for_docs(doc_ids)]
+        return float(flags.mean()) if len(flags) else None
 
     def rows_for_docs(self, doc_ids: Iterable[str]) -> np.ndarray:
         if self._doc_rows is None:

@@ -3,7 +3,7 @@
 Subcommands::
 
     python -m rag ask "问题" [--kb DIR] [--model NAME] [--k 5] [--doc REF ...] [--json] [--stream]
-    python -m rag retrieve "问题" [--kb DIR] [--k 5] [--json] [--reranker MODEL] [--rerank-candidates 20]
+    python -m rag retrieve "问题" [--kb DIR] [--k 5] [--json] [--reranker MODEL] [--rerank-candidates 20] [--translate]
     python -m rag retrieve --questions FILE.jsonl [--kb DIR] [--k 5] [--json]
     python -m rag summarize PATH... --out DIR [--format md|jsonl] [--strategy auto|stuff|map_reduce|refine] [--force]
     python -m rag models [--json]
@@ -11,7 +11,9 @@ Subcommands::
 ``--kb`` defaults to ``settings.store.dir`` (``DOCQA_STORE__DIR``); ``--model`` overrides
 ``settings.model.name``; ``--reranker`` / ``--rerank-candidates`` (ask and retrieve) override
 ``settings.retrieval.reranker`` / ``rerank_candidates`` (``--reranker ""`` switches a configured
-one off). Models and the embedder are loaded once per call.
+one off). ``retrieve --translate`` loads the chat model to also search a question's translation
+when the documents are in the other language (rag.translate), as ``ask`` does. Models and the
+embedder are loaded once per call.
 """
 
 from __future__ import annotations
@@ -122,21 +124,37 @@ def run_retrieve(args: argparse.Namespace) -> int:
 
     if bool(args.question) == bool(args.questions):
         raise SystemExit("error: give one question, or --questions FILE.jsonl")
+    from rag.translate import search_with_translation, translation_dict
+
     kb = KnowledgeBase(settings=_settings(args))
     doc_ids = _doc_ids(kb, args.doc)
+    translator = None
+    if args.translate:
+        if not kb.settings.retrieval.translate_questions:
+            raise SystemExit("error: --translate, but settings.retrieval.translate_questions is false")
+        translator = kb.translator()
+        if translator.model.notice and not args.json:
+            print(cli_text("note: {notice}", notice=translator.model.notice), file=sys.stderr)
     items = [(None, args.question)] if args.question else _read_questions(args.questions)
     for qid, question in items:
-        hits = kb.retriever.search(
-            question, k=args.k, doc_ids=doc_ids, mode=args.mode, relevance_threshold=args.threshold, mmr=args.mmr or None
+        hits, translation = search_with_translation(
+            kb.retriever, translator, question, args.k or kb.settings.retrieval.k, doc_ids,
+            mode=args.mode, relevance_threshold=args.threshold, mmr=args.mmr or None,
         )
+        if translation is not None and translation.note and not args.json:
+            print(cli_text("note: {notice}", notice=translation.note), file=sys.stderr)
         if args.json:
             record = {"hits": [h.to_dict() for h in hits]}
+            if translation is not None:
+                record["translation"] = translation_dict(translation)
             if qid is not None or args.questions:
                 record = {"id": qid, **record}
             print(json.dumps(record, ensure_ascii=False), flush=True)
         else:
             if qid is not None:
                 print(f"## {qid}: {question}")
+            if translation is not None and translation.text:
+                print(cli_text("(also searched: {query})", query=translation.text))
             if not hits:
                 print(cli_text("(no relevant passage)"))
             for i, h in enumerate(hits, 1):
@@ -184,6 +202,7 @@ def run_ask(args: argparse.Namespace) -> int:
             print(json.dumps(final, ensure_ascii=False), flush=True)
         else:
             print()
+            _print_translation_note(final)
             if final["answer"].strip() != streamed.strip():  # the cleaned answer differs from the stream
                 print("\n" + cli_text("answer:") + f"\n{final['answer']}")
             _print_sources(final["sources"])
@@ -192,9 +211,16 @@ def run_ask(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
     else:
+        _print_translation_note(result)
         print(result["answer"])
         _print_sources(result["sources"])
     return 0
+
+
+def _print_translation_note(result: dict) -> None:
+    note = (result.get("translation") or {}).get("note")
+    if note:
+        print(cli_text("note: {notice}", notice=note), file=sys.stderr)
 
 
 def _print_sources(sources: list[dict]) -> None:
@@ -383,7 +409,7 @@ def register(sub) -> None:
     _add_rerank(p)
     p.set_defaults(func=run_ask)
 
-    p = sub.add_parser("retrieve", help="show the passages retrieved for a question (no model)")
+    p = sub.add_parser("retrieve", help="show the passages retrieved for a question (no model unless --translate)")
     p.add_argument("question", nargs="?")
     p.add_argument("--questions", metavar="FILE.jsonl", help='one {"id", "question"} per line ("-" = stdin)')
     _add_common(p, model=False)
@@ -394,6 +420,9 @@ def register(sub) -> None:
     p.add_argument("--threshold", type=float, default=None,
                    help="drop hits scoring below this (0..1; with a reranker, its score)")
     _add_rerank(p)
+    p.add_argument("--translate", action="store_true",
+                   help="load the chat model and also search each question's translation when the documents are in "
+                        "the other language (as ask does; cached per question)")
     p.add_argument("--json", action="store_true",
                    help='one {"id", "hits": [...]} JSON object per line (with a reranker each hit has rerank_score '
                         'and hybrid_score)')

@@ -93,6 +93,7 @@ class Catalog:
 # -- the command-line tools' messages ---------------------------------------------------------------
 
 CLI = Catalog({
+    "(also searched: {query})": "（同时检索了：{query}）",
     "added {added}, updated {updated}, unchanged {unchanged}, removed {removed}, chunks {chunks}, failed {failed}":
         "新增 {added}，更新 {updated}，未变 {unchanged}，移除 {removed}，文本块 {chunks}，失败 {failed}",
     "  failed: {path}: {error}": "  失败：{path}：{error}",

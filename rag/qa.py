@@ -17,8 +17,10 @@ Steps (each an LCEL Runnable, run with the caller's config so callbacks and trac
    and for the packaged stand-in, which cannot rewrite.
 2. ``retrieve``: :class:`rag.retrieval.HybridRetriever` (``k``, ``doc_ids``, threshold) with the
    question as asked, fused (:func:`fuse_hit_lists`) with the rewrite's hits when there is one,
-   so a poor rewrite never takes away what the question finds; the result's ``searched_for``
-   lists what was searched. Nothing
+   so a poor rewrite never takes away what the question finds; and with the question's
+   translation when the documents in scope are in the other language (``translator``,
+   rag.translate: one short model call, cached). The result's ``searched_for`` lists what was
+   searched. Nothing
    relevant: the answer is the fixed :func:`rag.retrieval.no_passage_message` and the model is
    not called.
 3. ``pack``: the prompt is filled up to the model's real window:
@@ -36,7 +38,7 @@ Result of ``invoke``::
 
     {"answer": str, "sources": [{"n", "doc_id", "source", "file_name", "title", "page", "chunk",
      "text", "score"}], "cited": [1, 2], "standalone_question": str, "language": "zh" | "en",
-     "notice": str | None}
+     "notice": str | None, "translation": {"target", "text", "note"} | None, ...}
 
 ``stream`` yields ``{"type": "sources", "sources": [...]}`` as soon as retrieval and packing are
 done (before the model starts), ``{"type": "token", "text": str}`` for each piece of the answer
@@ -67,7 +69,8 @@ from rag.prompts_qa import (
     rewrite_instruction,
     source_block,
 )
-from rag.retrieval import Hit, no_passage_message
+from rag.retrieval import Hit, fuse_hit_lists, no_passage_message
+from rag.translate import own_language_hits, translation_dict
 
 MAX_HISTORY_TURNS = 4
 REWRITE_MAX_NEW_TOKENS = 96
@@ -94,33 +97,6 @@ def leans_on_conversation(question: str) -> bool:
         return True
     cjk = len(re.findall(r"[\u4e00-\u9fff]", question))
     return cjk < 5 and len(question.split()) < 4
-
-
-def fuse_hit_lists(lists: Sequence[Sequence[Hit]], k: int) -> list[Hit]:
-    """Several rankings of chunks (the question as asked, its rewrite, its translation) merged
-    by each chunk's best 0..1 relevance (the retriever's calibrated score against the query that
-    found it); every list's first hit is kept, so a poor rewrite or translation can add passages
-    but never push out the one the question itself finds first. On a tie the earlier list wins.
-
-    Not rank fusion: chunks weakly related to both queries would collect two small rank shares
-    and overtake the one passage that matches the question well.
-    """
-    best: dict[str, Hit] = {}
-    first_seen: dict[str, tuple[int, int]] = {}
-    for li, hits in enumerate(lists):
-        for rank, hit in enumerate(hits):
-            first_seen.setdefault(hit.chunk_id, (li, rank))
-            if hit.chunk_id not in best or hit.score > best[hit.chunk_id].score:
-                best[hit.chunk_id] = hit
-    order = sorted(best, key=lambda c: (-best[c].score, first_seen[c]))
-    kept = list(dict.fromkeys(hits[0].chunk_id for hits in lists if hits))[:k]
-    for chunk_id in order:
-        if len(kept) >= k:
-            break
-        if chunk_id not in kept:
-            kept.append(chunk_id)
-    kept.sort(key=lambda c: (-best[c].score, first_seen[c]))
-    return [best[c] for c in kept]
 
 
 class ContextTooSmall(ValueError):
@@ -188,6 +164,7 @@ class Packed:
     question: str
     standalone: str = ""
     searched_for: list[str] = field(default_factory=list)
+    translation: Any = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -270,8 +247,10 @@ class QAChain(EventChain):
         expand: bool = True,
         language: str | None = None,
         context_budget: int | None = None,
+        translator: Any = None,
     ) -> None:
         self.model = model
+        self.translator = translator
         self.retriever = retriever
         self.k = k
         self.doc_ids = list(doc_ids) if doc_ids is not None else None
@@ -289,6 +268,7 @@ class QAChain(EventChain):
         self.prepare: Runnable = (
             RunnableLambda(self._normalise, name="normalise")
             | RunnablePassthrough.assign(standalone_question=RunnableLambda(self._rewrite, name="rewrite"))
+            | RunnablePassthrough.assign(translation=RunnableLambda(self._translate, name="translate"))
             | RunnablePassthrough.assign(hits=RunnableLambda(self._retrieve, name="retrieve"))
             | RunnableLambda(self._pack, name="pack")
         )
@@ -363,16 +343,30 @@ class QAChain(EventChain):
             return question
         return rewritten
 
+    def _translate(self, state: dict, config: RunnableConfig | None = None) -> Any:
+        """The (rewritten) question in the documents' language when they are in the other one
+        (rag.translate.Translation), else None."""
+        if self.translator is None:
+            return None
+        return self.translator.for_search(self.retriever, state["standalone_question"], state["doc_ids"], config)
+
+    def _searched_for(self, state: dict) -> list[str]:
+        translation = state.get("translation")
+        extra = [translation.text] if translation is not None and translation.text else []
+        return list(dict.fromkeys([state["question"], state["standalone_question"], *extra]))
+
+
     def _retrieve(self, state: dict) -> list[Hit]:
-        """Hits for the question as asked, fused with those for the rewrite when there is one:
-        a poor rewrite adds passages but never removes the ones the question itself finds first."""
+        """Hits for the question as asked, fused with those for the rewrite and the translation
+        when there are: they add passages but never remove the one the question finds first."""
         # exactly k passages, as the user asked; a larger window is used by widening them
         want = int(state["k"] or getattr(self.retriever, "k", None) or self.retriever.settings.k)
-        asked = self.retriever.search(state["question"], k=want, doc_ids=state["doc_ids"])
-        if state["standalone_question"] == state["question"]:
-            return asked
-        rewritten = self.retriever.search(state["standalone_question"], k=want, doc_ids=state["doc_ids"])
-        return fuse_hit_lists([asked, rewritten], want)
+        queries = self._searched_for(state)
+        lists = [self.retriever.search(q, k=want, doc_ids=state["doc_ids"]) for q in queries]
+        translation = state.get("translation")
+        if translation is not None and translation.text:  # it judges the other language's passages
+            lists = [own_language_hits(hits, q) for hits, q in zip(lists[:-1], queries)] + lists[-1:]
+        return lists[0] if len(lists) == 1 else fuse_hit_lists(lists, want)
 
     def _messages(self, question: str, history: list[tuple[str, str]], blocks: list[str], lang: str) -> list[BaseMessage]:
         messages: list[BaseMessage] = [SystemMessage(self.system_prompt)]
@@ -456,8 +450,8 @@ class QAChain(EventChain):
                 f"relevant passages were found, but none fits the model's window "
                 f"({self.model.context_window} tokens, {self.model.max_new_tokens} reserved for the answer)"
             )
-        searched = list(dict.fromkeys([question, standalone]))
-        return Packed(messages, sources, total, len(history), lang, asked, standalone, searched_for=searched)
+        return Packed(messages, sources, total, len(history), lang, asked, standalone,
+                      searched_for=self._searched_for(state), translation=state.get("translation"))
 
     def _widen(self, sources: list[PackedSource], used: int, limit: int) -> int:
         """Add neighbouring chunks to passages, one chunk per passage per round, best first;
@@ -544,10 +538,11 @@ class QAChain(EventChain):
             "sources": [],
             "cited": [],
             "standalone_question": state["standalone_question"],
-            "searched_for": list(dict.fromkeys([state["question"], state["standalone_question"]])),
+            "searched_for": self._searched_for(state),
             "mode": "generate",
             "language": state["language"],
             "notice": self.model.notice,
+            "translation": translation_dict(state.get("translation")),
             "found": False,
         }
 
@@ -563,6 +558,7 @@ class QAChain(EventChain):
             "standalone_question": packed.standalone or packed.question,
             "language": packed.language,
             "notice": self.model.notice,
+            "translation": translation_dict(packed.translation),
             "found": True,
             "prompt_tokens": packed.prompt_tokens,
             "context_budget": self.context_budget,

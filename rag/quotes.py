@@ -41,8 +41,9 @@ from langchain_core.runnables import RunnableConfig
 from ingest.lexical import QUERY_STOPWORDS, to_simplified
 from ingest.splitter import sentence_spans
 from rag.language import detect_language
-from rag.qa import EventChain, fuse_hit_lists, leans_on_conversation
-from rag.retrieval import Hit, cosine_floor, no_passage_message
+from rag.qa import EventChain, leans_on_conversation
+from rag.retrieval import Hit, cosine_floor, fuse_hit_lists, no_passage_message
+from rag.translate import search_with_translation, translation_dict
 
 DENSE_WEIGHT = 0.45
 RANK_WEIGHT = 0.45
@@ -179,8 +180,10 @@ class QuoteChain(EventChain):
     """Question → the passages' best sentences with citations. See the module docstring."""
 
     def __init__(self, retriever: Any, embedder: Any, *, k: int | None = None,
-                 doc_ids: Sequence[str] | None = None, sentences: int = 2, notice: str | None = None):
+                 doc_ids: Sequence[str] | None = None, sentences: int = 2, notice: str | None = None,
+                 translator: Any = None):
         self.retriever = retriever
+        self.translator = translator
         self.embedder = embedder
         self.k = k
         self.doc_ids = list(doc_ids) if doc_ids is not None else None
@@ -202,21 +205,26 @@ class QuoteChain(EventChain):
             raise ValueError(f"k must be at least 1, not {k}")
         doc_ids = input.get("doc_ids", self.doc_ids)
         searched = [question]
-        hits: list[Hit] = self.retriever.search(question, k=int(k), doc_ids=doc_ids)
+        hits, translation = search_with_translation(self.retriever, self.translator, question, int(k), doc_ids)
+        if translation is not None and translation.text:
+            searched.append(translation.text)
         history = [(str(q), str(a)) for q, a in (input.get("history") or [])]
         if history and leans_on_conversation(question):
             # no model to rewrite a follow-up: also search it together with the previous question
-            searched.append(f"{history[-1][0]} {question}")
-            hits = fuse_hit_lists([hits, self.retriever.search(searched[1], k=int(k), doc_ids=doc_ids)], int(k))
+            joined = f"{history[-1][0]} {question}"
+            searched.append(joined)
+            hits = fuse_hit_lists([hits, self.retriever.search(joined, k=int(k), doc_ids=doc_ids)], int(k))
         sentences = [s for n, hit in enumerate(hits, 1) for s in passage_sentences(n, hit.text)]
         if not sentences:
             answer = no_passage_message(language)
             yield {"type": "token", "text": answer}
             yield {"type": "final", "answer": answer, "sources": [], "cited": [], "standalone_question": question,
                    "searched_for": searched, "language": language, "notice": self.notice, "found": False,
-                   "mode": "quote"}
+                   "mode": "quote", "translation": translation_dict(translation)}
             return
-        score_sentences(question, sentences, {n: float(h.score) for n, h in enumerate(hits, 1)}, self.embedder)
+        # sentences in the documents' language are closest to the question's translation
+        scored_against = translation.text if translation is not None and translation.text else question
+        score_sentences(scored_against, sentences, {n: float(h.score) for n, h in enumerate(hits, 1)}, self.embedder)
         quotes = choose(sentences, self.sentences, cosine_floor(getattr(self.embedder, "name", "")))
         answer = quote_answer(quotes)
         sources = []
@@ -231,7 +239,8 @@ class QuoteChain(EventChain):
         yield {"type": "token", "text": answer}
         yield {"type": "final", "answer": answer, "sources": sources, "cited": sorted({q.n for q in quotes}),
                "standalone_question": question, "searched_for": searched, "language": language,
-               "notice": self.notice, "found": True, "mode": "quote", "quotes": [{"n": q.n, "text": q.text, "score": round(q.score, 4)} for q in quotes]}
+               "notice": self.notice, "found": True, "mode": "quote", "translation": translation_dict(translation),
+               "quotes": [{"n": q.n, "text": q.text, "score": round(q.score, 4)} for q in quotes]}
 
 
 __all__ = ["QuoteChain", "quote_notice", "Sentence", "choose", "passage_sentences", "score_sentences", "quote_answer"]

@@ -152,6 +152,11 @@ class RetrievalSettings(BaseModel):
     """How many of the best fused candidates the reranker reads per question (at least k)."""
     reranker_device: str | None = None
     """``cpu``, ``cuda``, ``mps`` for the reranker; None picks automatically."""
+    translate_questions: bool = True
+    """When at least a quarter of the documents in scope are in the other language (Chinese /
+    English), also search the question's translation by the chat model (rag/translate.py; one
+    short call per new question, cached). The packaged stand-in cannot translate: the question is
+    then searched as asked and the answer says so."""
 
 
 class AnswerSettings(BaseModel):

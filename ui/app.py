@@ -511,7 +511,8 @@ with tab_chat:
                     message = {"role": "assistant", "content": answer, "sources": final.get("sources", []),
                                "notice": final.get("notice") or (model.notice if model else None),
                                "mode": final.get("mode", "generate"), "found": final.get("found", True),
-                               "searched_for": final.get("searched_for", [])}
+                               "searched_for": final.get("searched_for", []),
+                               "translation": final.get("translation")}
                     slot.empty()
             ui.render_answer(message)
         remember(message)

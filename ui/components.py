@@ -110,10 +110,13 @@ def render_answer(message: dict) -> None:
     else:
         st.markdown(highlight_citations(message.get("content", ""), sources))
     searched = message.get("searched_for") or []
-    if len(searched) > 1:  # a follow-up: both the question and its rewrite were searched
+    if len(searched) > 1:  # a follow-up and its rewrite, or a question and its translation
         st.caption(_("Searched for: {queries}", queries=" · ".join(f"“{q}”" for q in searched)))
     if message.get("notice") and message.get("mode") != "quote":
         st.warning(_(message["notice"]), icon=":material/warning:")
+    translation_note = (message.get("translation") or {}).get("note")
+    if translation_note:  # a question in the other language that could not be translated
+        st.caption(":material/translate: " + _(translation_note))
     if sources:
         # quote mode: only the passages something was quoted from are opened and marked
         render_sources([s for s in sources if s.get("quotes")] or sources

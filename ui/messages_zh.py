@@ -177,6 +177,18 @@ MESSAGES: dict[str, str] = {
     "(empty passage)": "（空段落）",
     "Quoted from the documents (no model wrote this)": "摘自文档原文（并非模型生成）",
     "Searched for: {queries}": "检索了：{queries}",
+    "The documents are in Chinese and the question is not. No model that can translate it is loaded "
+    "(the stand-in cannot), so it was searched as asked only; configure Chinese-Alpaca-2 to search its "
+    "translation too.":
+        "文档是中文，问题不是。当前没有能翻译问题的模型（替身模型不能翻译），所以只按原问题检索；"
+        "配置 Chinese-Alpaca-2 后会同时检索问题的译文。",
+    "The documents are in English and the question is not. No model that can translate it is loaded "
+    "(the stand-in cannot), so it was searched as asked only; configure Chinese-Alpaca-2 to search its "
+    "translation too.":
+        "文档是英文，问题不是。当前没有能翻译问题的模型（替身模型不能翻译），所以只按原问题检索；"
+        "配置 Chinese-Alpaca-2 后会同时检索问题的译文。",
+    "The model gave no usable translation of the question; it was searched as asked only.":
+        "模型没有给出可用的问题译文，所以只按原问题检索。",
     "No passage of the chosen documents was relevant enough; nothing was cited.":
         "所选文档中没有足够相关的段落；没有引用任何内容。",
     # -- summary
