@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ingest import errors
+from ingest.chunk_kinds import chunk_kinds
 from ingest.errors import DocumentError, EmptyDocument
 from ingest.lexical import search_tokens
 from ingest.loaders import LoadedDocument, load_document
@@ -64,6 +65,7 @@ def prepare_document(path: Path, doc_id: str, count_tokens: CountTokens, options
     )
     if not drafts:
         raise EmptyDocument(path, "no text to index")
+    kinds = chunk_kinds([d.text for d in drafts], [d.heading for d in drafts])
     chunks = [
         NewChunk(
             index=d.index,
@@ -71,8 +73,9 @@ def prepare_document(path: Path, doc_id: str, count_tokens: CountTokens, options
             page=d.page,
             heading=d.heading,
             tokens=tokens(f"{d.heading}\n{d.text}" if d.heading else d.text),
+            kind=kind,
         )
-        for d in drafts
+        for d, kind in zip(drafts, kinds)
     ]
     pages = sum(1 for p in loaded.pages if p.number is not None) or 1
     return PreparedDocument(

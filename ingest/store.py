@@ -51,11 +51,12 @@ from rag.settings import Settings
 CATALOG_FILE = "catalog.sqlite3"
 CHROMA_DIR = "chroma"
 LOCK_FILE = "write.lock"
-SCHEMA_VERSION = 2
-INDEX_VERSION = 2
+SCHEMA_VERSION = 3
+INDEX_VERSION = 3
 """What loaders, splitter and search forms make of a file. Each document records the version it
 was indexed with; bump this when they change what is stored (1: before faithful text of issue
-11, i.e. DOCX text boxes/numbering/notes, NFKC and regional search forms, figure-safe chunks),
+11, i.e. DOCX text boxes/numbering/notes, NFKC and regional search forms, figure-safe chunks;
+2: before reference lists and repeated text were marked, ingest.chunk_kinds),
 and documents indexed earlier are listed by :meth:`DocumentStore.outdated_documents` until a
 rebuild re-indexes them."""
 
@@ -92,10 +93,12 @@ CREATE TABLE IF NOT EXISTS chunks (
     page INTEGER,
     heading TEXT NOT NULL,
     text TEXT NOT NULL,
-    tokens TEXT NOT NULL
+    tokens TEXT NOT NULL,
+    kind TEXT
 );
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
 """
+# chunks.kind: ingest.chunk_kinds (body, references, repeated); NULL (body) before schema 3.
 # documents.named_title: 1 when the title is the primary source's file stem (it follows renames),
 # 0 when it came from inside the document, NULL in catalogues written before schema 2.
 
@@ -148,6 +151,8 @@ class NewChunk:
     heading: str
     tokens: list[str]
     vector: np.ndarray | None = None
+    kind: str = "body"
+    """ingest.chunk_kinds: body, references or repeated."""
 
 
 @dataclass
@@ -220,6 +225,8 @@ class DocumentStore:
                 tx.execute("ALTER TABLE documents ADD COLUMN named_title INTEGER")
             if "index_version" not in columns:  # NULL: indexed before versions were recorded (1)
                 tx.execute("ALTER TABLE documents ADD COLUMN index_version INTEGER")
+            if "kind" not in {row[1] for row in tx.execute("PRAGMA table_info(chunks)")}:
+                tx.execute("ALTER TABLE chunks ADD COLUMN kind TEXT")
             tx.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             tx.execute(
                 "UPDATE meta SET value = ? WHERE key = 'schema_version' AND CAST(value AS INTEGER) < ?",
@@ -446,6 +453,20 @@ class DocumentStore:
         ]
         return self.chunks(ids)
 
+    def marked_kinds(self, chunk_ids: Sequence[str]) -> dict[str, str]:
+        """The kind of those of ``chunk_ids`` that are not body text (ingest.chunk_kinds)."""
+        db = self._db()
+        found: dict[str, str] = {}
+        ids = list(chunk_ids)
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            marks = ",".join("?" * len(part))
+            found.update(db.execute(
+                f"SELECT chunk_id, kind FROM chunks WHERE chunk_id IN ({marks}) AND kind IS NOT NULL "
+                "AND kind != 'body'", part,
+            ).fetchall())
+        return found
+
     def lexical_rows(self) -> list[tuple[str, str, str]]:
         """``(chunk_id, doc_id, space-joined search tokens)`` of every complete chunk."""
         return self._db().execute(
@@ -566,10 +587,11 @@ class DocumentStore:
                 )
                 tx.execute("DELETE FROM chunks WHERE doc_id = ?", (doc.doc_id,))
                 tx.executemany(
-                    "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO chunks (chunk_id, doc_id, idx, page, heading, text, tokens, kind) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         (chunk_id_for(doc.doc_id, c.index), doc.doc_id, c.index, c.page, c.heading,
-                         c.text, " ".join(c.tokens))
+                         c.text, " ".join(c.tokens), c.kind)
                         for c in doc.chunks
                     ],
                 )

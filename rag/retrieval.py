@@ -72,6 +72,7 @@ score does not carry over: tune it again for the reranker in use."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -122,6 +123,12 @@ both are used (chosen on the dev half of bench/data; the dense part separates be
 LEXICAL_FULL_IDF = 8.0
 """IDF mass at which a question's words count fully in the score: a question of only very
 common words (的, 了) says little by its words being found."""
+LOW_RANK_WEIGHT = 0.5
+"""Factor on the fused rank value and the 0..1 score of a chunk marked at ingest as a reference
+list or as text repeated in its document (ingest.chunk_kinds): such a chunk comes after body text
+that matches about as well, and a question it alone matches scores lower."""
+ASKS_ABOUT_REFERENCES = re.compile(r"参考文献|文献|引用|出处|reference|bibliograph|cit(?:e|ation)", re.I)
+"""A question about the references themselves: marked chunks are not ranked low for it."""
 IDF_TRUSTED_CHUNKS = 50
 """Chunks from which on the IDF weighting above is used in full; below, a question's words count
 more (a blend, fully at one chunk)."""
@@ -409,6 +416,9 @@ class HybridRetriever(BaseRetriever):
         for weight, ranked in ((w_dense, dense_hits), (w_bm25, lexical_hits)):
             for rank, (chunk_id, _) in enumerate(ranked, start=1):
                 fused[chunk_id] = fused.get(chunk_id, 0.0) + weight / (self.rrf_k + rank)
+        low = self._ranked_low(query, fused)
+        for chunk_id in low:
+            fused[chunk_id] *= LOW_RANK_WEIGHT
         order = sorted(fused, key=lambda c: -fused[c])  # stable: dense order wins ties
         cosines = dict(dense_hits)
         bm25_scores = dict(lexical_hits)
@@ -425,12 +435,23 @@ class HybridRetriever(BaseRetriever):
 
         hits = self._hits(order, fused, cosines, bm25_scores, tokens, vectors, query, (w_dense, w_bm25))
         for h in hits:
+            if h.chunk_id in low:
+                h.score *= LOW_RANK_WEIGHT
+                h.extra["kind"] = low[h.chunk_id]
             if h.chunk_id in rerank_scores:  # the reranker's relevance replaces the hybrid score
                 h.extra["hybrid_score"] = h.score
                 h.score = h.rerank_score = rerank_scores[h.chunk_id]
         return [h for h in hits if h.score >= threshold]
 
     # -- helpers ---------------------------------------------------------------------------------
+
+    def _ranked_low(self, query: str, candidates: dict[str, float]) -> dict[str, str]:
+        """Candidates marked at ingest as a reference list or repeated text (ingest.chunk_kinds),
+        unless the question asks about references; chunk id → kind."""
+        if not candidates or ASKS_ABOUT_REFERENCES.search(query):
+            return {}
+        marked = getattr(self.store, "marked_kinds", None)
+        return marked(list(candidates)) if marked is not None else {}
 
     def _same_language(self, query: str, hits: list[tuple[str, float]]) -> list[tuple[str, float]]:
         """BM25 hits in the question's language only. Across languages the dense search does the
@@ -582,6 +603,33 @@ class _Scorer:
         return relevance(dense_rel, lex_rel, weight), dense_rel
 
 
+def fuse_hit_lists(lists: Sequence[Sequence[Hit]], k: int) -> list[Hit]:
+    """Several rankings of chunks (the question as asked, its rewrite, its translation) merged
+    by each chunk's best 0..1 relevance (the retriever's calibrated score against the query that
+    found it); every list's first hit is kept, so a poor rewrite or translation can add passages
+    but never push out the one the question itself finds first. On a tie the earlier list wins.
+
+    Not rank fusion: chunks weakly related to both queries would collect two small rank shares
+    and overtake the one passage that matches the question well.
+    """
+    best: dict[str, Hit] = {}
+    first_seen: dict[str, tuple[int, int]] = {}
+    for li, hits in enumerate(lists):
+        for rank, hit in enumerate(hits):
+            first_seen.setdefault(hit.chunk_id, (li, rank))
+            if hit.chunk_id not in best or hit.score > best[hit.chunk_id].score:
+                best[hit.chunk_id] = hit
+    order = sorted(best, key=lambda c: (-best[c].score, first_seen[c]))
+    kept = list(dict.fromkeys(hits[0].chunk_id for hits in lists if hits))[:k]
+    for chunk_id in order:
+        if len(kept) >= k:
+            break
+        if chunk_id not in kept:
+            kept.append(chunk_id)
+    kept.sort(key=lambda c: (-best[c].score, first_seen[c]))
+    return [best[c] for c in kept]
+
+
 def rerank_text(record: Any) -> str:
     """What the reranker reads for a chunk: its text with the heading in front when the heading
     says something (as ingest.pipeline embeds it; a file-name title does not)."""
@@ -610,6 +658,7 @@ __all__ = [
     "auto_weights",
     "is_english_only",
     "cosine_floor",
+    "fuse_hit_lists",
     "no_passage_message",
     "NO_PASSAGE_MESSAGE",
 ]

@@ -1,0 +1,77 @@
+"""Reference lists and repeated text are marked at ingest (ingest.chunk_kinds) and ranked low."""
+
+from __future__ import annotations
+
+import pytest
+
+from ingest.chunk_kinds import BODY, REFERENCES, REPEATED, chunk_kinds, looks_like_references
+from tests.helpers_rag import make_kb
+
+GBT_REFERENCES = """参考文献
+[1] 张伟, 李娜. 大熊猫野外种群的食性研究[J]. 动物学报, 2019, 65(3): 210-218.
+[2] 王强. 竹林生态系统与大熊猫保护[M]. 北京: 科学出版社, 2016.
+[3] Wei F, Hu Y, Yan L, et al. Giant pandas are not an evolutionary cul-de-sac[J]. Molecular Biology and Evolution, 2015, 32(1): 4-12.
+[4] Schaller G B. The Last Panda[M]. Chicago: University of Chicago Press, 1993."""
+
+ENGLISH_REFERENCES = """References
+1. Hu J, Wei F. Comparative ecology of giant pandas. Proceedings of the Zoological Society, 2004, pp. 12-19.
+2. Zhang Z, et al. Habitat use by giant pandas. Journal of Mammalogy 88 (2007) 1-9.
+3. Nie Y, et al. Exceptionally low daily energy expenditure in the giant panda. Science, 2015, vol. 349, pp. 171-174."""
+
+HISTORY = ("1949年中华人民共和国成立。1953年开始第一个五年计划，1958年开始建设人民大会堂，"
+           "1966年至1976年……1978年改革开放，2001年加入世界贸易组织，2008年举办奥运会。")
+STEPS = "1. 打开设置页面。\n2. 选择打印机。\n3. 点击安装驱动。\n4. 重新启动电脑。"
+
+
+def test_reference_lists_are_recognised():
+    assert looks_like_references(GBT_REFERENCES) and looks_like_references(ENGLISH_REFERENCES)
+    body = "大熊猫是中国特有的熊科动物，主要栖息在四川、陕西和甘肃的山区，每天要吃十几公斤竹子。" * 3
+    assert chunk_kinds([body, GBT_REFERENCES]) == [BODY, REFERENCES]
+    assert chunk_kinds([body, ENGLISH_REFERENCES]) == [BODY, REFERENCES]
+    # entries continued in the next chunk, after the heading opened the list
+    assert chunk_kinds([body, GBT_REFERENCES, GBT_REFERENCES.split("\n", 2)[2]]) == [BODY, REFERENCES, REFERENCES]
+    # a section headed 参考文献 (Markdown, DOCX, HTML headings) is references whatever it holds
+    assert chunk_kinds([body, "见作者主页。"], ["论文", "5 参考文献"]) == [BODY, REFERENCES]
+
+
+def test_body_text_with_years_or_numbered_steps_stays_body():
+    assert not looks_like_references(HISTORY) and not looks_like_references(STEPS)
+    assert chunk_kinds([HISTORY, STEPS]) == [BODY, BODY]
+    # an appendix after the references is body again
+    assert chunk_kinds(["正文。" * 10, GBT_REFERENCES, "附录 A 调查表\n样地编号、海拔和竹子种类。"]) == [BODY, REFERENCES, BODY]
+
+
+def test_text_repeated_in_a_document_is_marked_after_its_first_time():
+    notice = "本文件仅供内部使用，未经许可不得转载。第 1 页"
+    kinds = chunk_kinds([notice, "第一章 总则。" * 5, notice.replace("1", "2"), "短句"])
+    assert kinds == [BODY, BODY, REPEATED, BODY]
+
+
+PAPER = ("# 大熊猫的食性\n\n"
+         "大熊猫主要以竹子为食，成年个体每天要吃十几公斤竹子，一年中大部分时间都在进食和休息。"
+         "春季它们偏爱竹笋，秋季则更多取食竹叶。\n\n"
+         "## 参考文献\n\n" + GBT_REFERENCES.split("\n", 1)[1] + "\n")
+
+
+@pytest.fixture(scope="module")
+def kb(tmp_path_factory):
+    return make_kb(tmp_path_factory.mktemp("kinds"), docs={"paper.md": PAPER})
+
+
+def test_marked_at_ingest_and_ranked_low(kb, monkeypatch):
+    from rag import retrieval
+
+    hits = kb.retriever.search("大熊猫野外种群的食性", k=2, relevance_threshold=0.0)
+    by_kind = {h.extra.get("kind", BODY): h for h in hits}
+    assert set(by_kind) == {BODY, REFERENCES}
+    assert hits[0].extra.get("kind", BODY) == BODY  # body text first, though the entry repeats the words
+    assert kb.store.marked_kinds([h.chunk_id for h in hits]) == {by_kind[REFERENCES].chunk_id: REFERENCES}
+    # measured here: without the weight the reference entry comes first
+    monkeypatch.setattr(retrieval, "LOW_RANK_WEIGHT", 1.0)
+    assert kb.retriever.search("大熊猫野外种群的食性", k=2, relevance_threshold=0.0)[0].chunk_id == by_kind[REFERENCES].chunk_id
+
+
+def test_a_question_about_the_references_finds_them_first(kb):
+    hits = kb.retriever.search("参考文献里有哪些关于大熊猫食性的文献？", k=2, relevance_threshold=0.0)
+    assert hits[0].text.lstrip("# ").startswith("参考文献") or "[1]" in hits[0].text
+    assert "kind" not in hits[0].extra
