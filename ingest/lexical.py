@@ -191,7 +191,7 @@ def search_tokens(text: str) -> list[str]:
     return tokens
 
 
-# Words that carry the form of a question, not its topic. Passages rarely contain them, so
+# Words that carry the form of a question (or a greeting), not its topic. Passages rarely contain them, so
 # their IDF is high and they would pull chunks that happen to say 什么 or 哪 to the top.
 # Used on queries only (the stored chunk tokens keep every word).
 QUERY_STOPWORDS = frozenset(
@@ -202,6 +202,7 @@ QUERY_STOPWORDS = frozenset(
     一个 一种 可以 能 会 要 就 都 也 还 又 叫 叫做 称为 称作 属于 位于 指 作为 进行 由 从 到 向 给 让
     what which who whom whose when where why how is are was were be been being do does did the a an
     of in on at to for from by with and or as that this these those it its please tell me about
+    你好 您好 谢谢 多谢 嗨 哈喽 好的 hello hi hey ok okay thanks thank you
     """.split()
 )
 
