@@ -56,6 +56,14 @@ def looks_like_references(text: str) -> bool:
     return inline >= 4 and years >= 0.6 * inline and marks >= 0.3 * inline
 
 
+def _continues_references(text: str) -> bool:
+    """After a reference heading, a chunk that goes on with the list: it may start in the middle
+    of an entry (chunks are cut by size), so a couple of entries or citation marks and a year do."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    entries = sum(1 for line in lines if _ENTRY_START.match(line))
+    return bool(_YEAR.search(text)) and entries + len(_ENTRY_MARK.findall(text)) >= 2
+
+
 def _after_heading_line(text: str) -> str | None:
     """The text after a reference-list heading line inside ``text`` (None without one)."""
     lines = text.splitlines()
@@ -92,7 +100,7 @@ def chunk_kinds(texts: Sequence[str], headings: Sequence[str] | None = None) -> 
                 kind = REFERENCES
         elif any(OTHER_SECTION.match(line) for line in text.splitlines()[:1]):
             in_references = False
-        elif in_references and (looks_like_references(text) or _ENTRY_START.match(text)):
+        elif in_references and _continues_references(text):
             kind = REFERENCES
         elif looks_like_references(text):
             kind = REFERENCES

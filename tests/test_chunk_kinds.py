@@ -30,6 +30,10 @@ def test_reference_lists_are_recognised():
     assert chunk_kinds([body, ENGLISH_REFERENCES]) == [BODY, REFERENCES]
     # entries continued in the next chunk, after the heading opened the list
     assert chunk_kinds([body, GBT_REFERENCES, GBT_REFERENCES.split("\n", 2)[2]]) == [BODY, REFERENCES, REFERENCES]
+    # a chunk cut in the middle of an entry, after a chunk that holds body text and the list's
+    # start (as a LibreOffice PDF of a Word paper splits)
+    tail = "Hu Y, Yan L, et al. Giant pandas[J]. Molecular Biology and Evolution, 2015, 32(1): 4-12.\n[4] Schaller"
+    assert chunk_kinds([body + "\n参考文献\n" + GBT_REFERENCES.split("\n")[1], tail]) == [BODY, REFERENCES]
     # a section headed 参考文献 (Markdown, DOCX, HTML headings) is references whatever it holds
     assert chunk_kinds([body, "见作者主页。"], ["论文", "5 参考文献"]) == [BODY, REFERENCES]
 
