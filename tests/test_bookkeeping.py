@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from ingest.pipeline import content_id
+from ingest.store import SCHEMA_VERSION
 from rag.api import KnowledgeBase
 from tests.conftest import REPO
 
@@ -277,7 +278,7 @@ def test_store_written_before_titles_were_tracked_still_follows_renames(kb_setti
     db.close()
 
     kb = KnowledgeBase(settings=kb_settings, embedder=embedder)
-    assert kb.store._meta("schema_version") == "2"
+    assert kb.store._meta("schema_version") == str(SCHEMA_VERSION)
     new = old.with_name("new.txt")
     old.rename(new)
     assert kb.add(new).removed == 1

@@ -79,3 +79,23 @@ def test_a_question_about_the_references_finds_them_first(kb):
     hits = kb.retriever.search("参考文献里有哪些关于大熊猫食性的文献？", k=2, relevance_threshold=0.0)
     assert hits[0].text.lstrip("# ").startswith("参考文献") or "[1]" in hits[0].text
     assert "kind" not in hits[0].extra
+
+
+def test_a_catalogue_from_before_chunk_kinds_opens_and_takes_new_documents(tmp_path):
+    import sqlite3
+
+    from rag.api import KnowledgeBase
+    from tests.helpers_rag import DOCS, write_docs
+
+    kb = make_kb(tmp_path, docs={"panda.md": DOCS["panda.md"]})
+    settings, path = kb.settings, kb.store.dir
+    kb.close()
+    db = sqlite3.connect(path / "catalog.sqlite3")
+    db.execute("ALTER TABLE chunks DROP COLUMN kind")
+    db.commit()
+    db.close()
+    reopened = KnowledgeBase(path, settings)
+    assert reopened.retrieve("大熊猫吃什么？", k=1)[0].file_name == "panda.md"
+    assert reopened.add(write_docs(tmp_path / "more", {"paper.md": PAPER})).ok
+    hits = reopened.retriever.search("大熊猫野外种群的食性", k=3, relevance_threshold=0.0)
+    assert REFERENCES in {h.extra.get("kind") for h in hits}
