@@ -103,6 +103,13 @@ CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
 # 0 when it came from inside the document, NULL in catalogues written before schema 2.
 
 
+def _id_batches(ids: list[str], size: int = 500):
+    """``(ids, "?,?,…")`` in batches that stay under SQLite's limit on query parameters."""
+    for start in range(0, len(ids), size):
+        part = ids[start : start + size]
+        yield part, ",".join("?" * len(part))
+
+
 def chunk_id_for(doc_id: str, index: int) -> str:
     """Chunk ids depend only on content, so a re-ingest after a crash writes the same ids."""
     return f"{doc_id}-{index:05d}"
@@ -431,9 +438,7 @@ class DocumentStore:
         db = self._db()
         found: dict[str, ChunkRecord] = {}
         ids = list(chunk_ids)
-        for start in range(0, len(ids), 500):
-            part = ids[start : start + 500]
-            marks = ",".join("?" * len(part))
+        for part, marks in _id_batches(ids):
             for row in db.execute(
                 "SELECT c.chunk_id, c.doc_id, c.idx, c.page, c.heading, c.text, d.title, "
                 "(SELECT path FROM sources s WHERE s.doc_id = c.doc_id ORDER BY added_at, path LIMIT 1) "
@@ -457,10 +462,7 @@ class DocumentStore:
         """The kind of those of ``chunk_ids`` that are not body text (ingest.chunk_kinds)."""
         db = self._db()
         found: dict[str, str] = {}
-        ids = list(chunk_ids)
-        for start in range(0, len(ids), 500):
-            part = ids[start : start + 500]
-            marks = ",".join("?" * len(part))
+        for part, marks in _id_batches(list(chunk_ids)):
             found.update(db.execute(
                 f"SELECT chunk_id, kind FROM chunks WHERE chunk_id IN ({marks}) AND kind IS NOT NULL "
                 "AND kind != 'body'", part,
