@@ -355,7 +355,6 @@ class QAChain(EventChain):
         extra = [translation.text] if translation is not None and translation.text else []
         return list(dict.fromkeys([state["question"], state["standalone_question"], *extra]))
 
-
     def _retrieve(self, state: dict) -> list[Hit]:
         """Hits for the question as asked, fused with those for the rewrite and the translation
         when there are: they add passages but never remove the one the question finds first."""

@@ -131,7 +131,7 @@ LOW_RANK_WEIGHT = 0.5
 """Factor on the fused rank value and the 0..1 score of a chunk marked at ingest as a reference
 list or as text repeated in its document (ingest.chunk_kinds): such a chunk comes after body text
 that matches about as well, and a question it alone matches scores lower."""
-ASKS_ABOUT_REFERENCES = re.compile(r"参考文献|文献|引用|出处|reference|bibliograph|cit(?:e|ation)", re.I)
+ASKS_ABOUT_REFERENCES = re.compile(r"文献|引用|出处|\breferences?\b|\bbibliograph|\bcit(?:e[sd]?|ing|ations?)\b", re.I)
 """A question about the references themselves: marked chunks are not ranked low for it."""
 IDF_TRUSTED_CHUNKS = 50
 """Chunks from which on the IDF weighting above is used in full; below, a question's words count

@@ -26,9 +26,10 @@ import hashlib
 import os
 import sqlite3
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.output_parsers import StrOutputParser
@@ -74,11 +75,18 @@ class TranslationCache:
         self.path = Path(path) if path else cache_file()
         self._lock = threading.Lock()
 
-    def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, timeout=5)
-        db.execute("CREATE TABLE IF NOT EXISTS translations (key TEXT PRIMARY KEY, translation TEXT NOT NULL)")
-        return db
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection under the lock, committed and closed on the way out."""
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=5)
+            try:
+                db.execute("CREATE TABLE IF NOT EXISTS translations (key TEXT PRIMARY KEY, translation TEXT NOT NULL)")
+                yield db
+                db.commit()
+            finally:
+                db.close()
 
     @staticmethod
     def key(model: str, target: str, question: str) -> str:
@@ -86,17 +94,17 @@ class TranslationCache:
 
     def get(self, key: str) -> str | None:
         try:
-            with self._lock, self._connect() as db:
+            with self._connect() as db:
                 row = db.execute("SELECT translation FROM translations WHERE key = ?", (key,)).fetchone()
-        except sqlite3.Error:
+        except (OSError, sqlite3.Error):
             return None  # a cache that cannot be read only costs a model call
         return row[0] if row else None
 
     def put(self, key: str, translation: str) -> None:
         try:
-            with self._lock, self._connect() as db:
+            with self._connect() as db:
                 db.execute("INSERT OR REPLACE INTO translations VALUES (?, ?)", (key, translation))
-        except sqlite3.Error:
+        except (OSError, sqlite3.Error):
             pass
 
 
