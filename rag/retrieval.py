@@ -363,6 +363,15 @@ class HybridRetriever(BaseRetriever):
 
     # -- the search -------------------------------------------------------------------------------
 
+    def effective_threshold(self, relevance_threshold: float | str | None = None) -> float:
+        """The relevance threshold a search applies: the argument, else this retriever's, else the
+        settings'; ``auto`` is the value calibrated for the embedder (0 with a reranker)."""
+        threshold = next((t for t in (relevance_threshold, self.relevance_threshold) if t is not None),
+                         self.settings.relevance_threshold)
+        if threshold == "auto":
+            return 0.0 if self.active_reranker() is not None else auto_threshold(self._embedder_name())
+        return float(threshold)
+
     def search(
         self,
         query: str,
@@ -385,15 +394,7 @@ class HybridRetriever(BaseRetriever):
             doc_ids = self.doc_ids
         mode = mode or self.mode
         use_mmr = self.settings.mmr if mmr is None and self.mmr is None else bool(mmr if mmr is not None else self.mmr)
-        threshold = (
-            relevance_threshold
-            if relevance_threshold is not None
-            else self.relevance_threshold
-            if self.relevance_threshold is not None
-            else self.settings.relevance_threshold
-        )
-        if threshold == "auto":
-            threshold = 0.0 if self.active_reranker() is not None else auto_threshold(self._embedder_name())
+        threshold = self.effective_threshold(relevance_threshold)
         if k <= 0 or not query.strip() or (doc_ids is not None and len(doc_ids) == 0):
             return []
         n = max(self.candidates or 0, MIN_CANDIDATES, 4 * k)

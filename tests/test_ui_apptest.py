@@ -726,3 +726,25 @@ def test_documents_indexed_by_an_older_version_are_flagged_and_indexed_again(app
     kb = _kb(app)
     assert kb.store.outdated_documents() == [] and len(kb.documents()) == 2
     assert kb.retrieve("北京的常住人口", k=1)[0].file_name == "北京.txt"
+
+
+def test_retrieval_test_shows_scores_and_what_a_threshold_keeps(app, T):
+    upload(app, [("北京.txt", BEIJING.encode()), ("武汉.txt", WUHAN.encode())])
+    app.text_input(key="retrieval_question").input("北京的常住人口是多少？")
+    run(app)
+    labels = [e.label for e in app.expander if e.label.startswith("[")]
+    assert labels and "北京.txt" in labels[0], labels  # ranked, best first
+    assert len(labels) == 2  # both documents are listed, the unrelated one too
+    default = app.slider(key="retrieval_threshold").value
+    kb = _kb(app)
+    assert default == pytest.approx(kb.retriever.effective_threshold())
+    scores = [float(re.search(r"(\d\.\d\d)$", label.replace(" · " + T("below the threshold"), "")).group(1))
+              for label in labels]
+    kept = sum(s >= default for s in scores)
+    assert T("{kept} of {n} passages reach the threshold {threshold}: only those would be used to answer.",
+             kept=kept, n=2, threshold=f"{default:.2f}") in [c.value for c in app.caption]
+    app.slider(key="retrieval_threshold").set_value(1.0)
+    run(app)
+    assert all(T("below the threshold") in e.label for e in app.expander if e.label.startswith("["))
+    assert T("{kept} of {n} passages reach the threshold {threshold}: only those would be used to answer.",
+             kept=0, n=2, threshold="1.00") in [c.value for c in app.caption]

@@ -293,8 +293,9 @@ chosen_ids = st.multiselect(
 )
 doc_ids = list(chosen_ids) or None
 
-tab_chat, tab_docs, tab_summary = st.tabs(
-    [":material/chat: " + _("Chat"), ":material/description: " + _("Documents"), ":material/summarize: " + _("Summary")]
+tab_chat, tab_docs, tab_summary, tab_retrieval = st.tabs(
+    [":material/chat: " + _("Chat"), ":material/description: " + _("Documents"), ":material/summarize: " + _("Summary"),
+     ":material/manage_search: " + _("Retrieval test")]
 )
 
 
@@ -609,6 +610,26 @@ with tab_summary:
                 services.summary_markdown(_("Summary"), summary["text"], summary["strategy"], summary["documents"]),
                 file_name="summary.md", mime="text/markdown", key="download_summary", icon=":material/download:",
             )
+
+
+# -- retrieval test ----------------------------------------------------------------------------------------
+
+with tab_retrieval:
+    st.caption(_("See what a question finds before asking it: the ranked passages of the chosen documents with "
+                 "their scores, and which of them a threshold keeps. No model is used."))
+    probe = st.text_input(_("Question"), key="retrieval_question", disabled=not docs)
+    probe_k = st.slider(_("Passages to show"), 1, 30, 10, key="retrieval_k")
+    if probe.strip():
+        try:
+            found, default_threshold = services.retrieval_test(kb, probe.strip(), probe_k, doc_ids)
+        except Exception as exc:
+            st.error(_("Searching failed: {error}", error=f"{type(exc).__name__}: {exc}"))
+        else:
+            trial = st.slider(_("Try a relevance threshold"), 0.0, 1.0, float(default_threshold), 0.01,
+                              key="retrieval_threshold",
+                              help=_("Answers use {threshold} (settings.retrieval.relevance_threshold).",
+                                     threshold=f"{default_threshold:.2f}"))
+            ui.render_retrieval_test(found, trial)
 
 
 # -- model status (last: the page is drawn before a first model load blocks) -------------------------

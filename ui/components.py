@@ -97,6 +97,37 @@ def render_sources(sources: Sequence[dict]) -> None:
             st.caption(str(src.get("source", "")))
 
 
+KIND_LABELS = {"references": N_("reference list"), "repeated": N_("repeated text")}
+
+
+def render_retrieval_test(hits: Sequence[Any], threshold: float) -> None:
+    """The ranked passages of a retrieval test (rag.retrieval.Hit, searched with no threshold):
+    each with its 0..1 score and the parts it is made of, and whether ``threshold`` keeps it."""
+    kept = sum(1 for h in hits if h.score >= threshold)
+    if not hits:
+        st.caption(_("No passage was found at all."))
+        return
+    st.caption(_("{kept} of {n} passages reach the threshold {threshold}: only those would be used to answer.",
+                 kept=kept, n=len(hits), threshold=f"{threshold:.2f}"))
+    for rank, hit in enumerate(hits, 1):
+        label = source_label({"n": rank, "file_name": hit.file_name, "page": hit.page, "source": hit.source})
+        label += " · " + _("relevance {score}", score=f"{hit.score:.2f}")
+        if hit.score < threshold:
+            label += " · " + _("below the threshold")
+        with st.expander(label):
+            dense, words, extra = st.columns(3)
+            cosine = "–" if hit.dense_similarity is None else f"{hit.dense_similarity:.3f}"
+            dense.metric(_("meaning (dense)"), f"{hit.dense_relevance:.2f}", help=_("cosine {cosine}", cosine=cosine))
+            words.metric(_("words (BM25)"), f"{hit.lexical_relevance:.2f}", help=_("BM25 {bm25}", bm25=f"{hit.bm25:.2f}"))
+            if hit.rerank_score is not None:
+                extra.metric(_("reranker"), f"{hit.rerank_score:.2f}")
+            kind = hit.extra.get("kind")
+            if kind:
+                extra.caption(_("Ranked low: {kind}", kind=_(KIND_LABELS.get(kind, kind))))
+            st.markdown(hit.text.strip() or "_" + _("(empty passage)") + "_")
+            st.caption(str(hit.source))
+
+
 def render_answer(message: dict) -> None:
     """An assistant turn: the answer, its notice, and one expander per cited source."""
     if message.get("error"):

@@ -177,6 +177,29 @@ MESSAGES: dict[str, str] = {
     "(empty passage)": "（空段落）",
     "Quoted from the documents (no model wrote this)": "摘自文档原文（并非模型生成）",
     "Searched for: {queries}": "检索了：{queries}",
+    # -- retrieval test
+    "Retrieval test": "检索测试",
+    "See what a question finds before asking it: the ranked passages of the chosen documents with "
+    "their scores, and which of them a threshold keeps. No model is used.":
+        "提问之前先看看一个问题能检索到什么：所选文档中排好序的段落及其得分，以及哪些段落能通过阈值。不使用模型。",
+    "Question": "问题",
+    "Passages to show": "显示的段落数",
+    "Searching failed: {error}": "检索失败：{error}",
+    "Try a relevance threshold": "试一个相关度阈值",
+    "Answers use {threshold} (settings.retrieval.relevance_threshold).":
+        "回答时使用 {threshold}（settings.retrieval.relevance_threshold）。",
+    "No passage was found at all.": "一个段落也没有找到。",
+    "{kept} of {n} passages reach the threshold {threshold}: only those would be used to answer.":
+        "{n} 个段落中有 {kept} 个达到阈值 {threshold}：回答时只会用到这些。",
+    "below the threshold": "低于阈值",
+    "meaning (dense)": "语义（向量）",
+    "cosine {cosine}": "余弦相似度 {cosine}",
+    "words (BM25)": "词语（BM25）",
+    "BM25 {bm25}": "BM25 得分 {bm25}",
+    "reranker": "重排模型",
+    "Ranked low: {kind}": "排序靠后：{kind}",
+    "reference list": "参考文献列表",
+    "repeated text": "重复文字",
     "The documents are in Chinese and the question is not. No model that can translate it is loaded "
     "(the stand-in cannot), so it was searched as asked only; configure Chinese-Alpaca-2 to search its "
     "translation too.":

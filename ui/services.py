@@ -239,6 +239,14 @@ def with_sampling(model, settings: Settings):
 # -- uploads ----------------------------------------------------------------------------------------
 
 
+def retrieval_test(kb, question: str, k: int, doc_ids: Sequence[str] | None) -> tuple[list, float]:
+    """The ``k`` best passages for ``question`` with no threshold applied, and the threshold the
+    answers use (rag.retrieval.HybridRetriever.effective_threshold): what the retrieval-test tab
+    shows, so a user can see why an answer came out as it did."""
+    hits = kb.retriever.search(question, k=k, doc_ids=doc_ids, relevance_threshold=0.0)
+    return hits, kb.retriever.effective_threshold()
+
+
 def safe_filename(name: str, default: str = "upload") -> str:
     """A file name that is safe to create inside the uploads folder.
 
