@@ -33,6 +33,7 @@ from ingest import errors
 from ingest.chunk_kinds import chunk_kinds
 from ingest.errors import DocumentError, EmptyDocument
 from ingest.lexical import search_tokens
+from ingest.passage_boxes import passage_boxes
 from ingest.loaders import LoadedDocument, load_document
 from ingest.splitter import split_document
 from ingest.store import NewChunk, PreparedDocument
@@ -66,6 +67,8 @@ def prepare_document(path: Path, doc_id: str, count_tokens: CountTokens, options
     if not drafts:
         raise EmptyDocument(path, "no text to index")
     kinds = chunk_kinds([d.text for d in drafts], [d.heading for d in drafts])
+    # PDF pages come with their layout: each chunk keeps the boxes of its lines, for highlighting
+    layouts = [p.layout for p in loaded.pages if getattr(p, "layout", None) is not None]
     chunks = [
         NewChunk(
             index=d.index,
@@ -74,6 +77,7 @@ def prepare_document(path: Path, doc_id: str, count_tokens: CountTokens, options
             heading=d.heading,
             tokens=tokens(f"{d.heading}\n{d.text}" if d.heading else d.text),
             kind=kind,
+            boxes=passage_boxes(layouts, d.page, d.text) if layouts else [],
         )
         for d, kind in zip(drafts, kinds)
     ]

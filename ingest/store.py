@@ -94,13 +94,26 @@ CREATE TABLE IF NOT EXISTS chunks (
     heading TEXT NOT NULL,
     text TEXT NOT NULL,
     tokens TEXT NOT NULL,
-    kind TEXT
+    kind TEXT,
+    boxes TEXT
 );
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
 """
 # chunks.kind: ingest.chunk_kinds (body, references, repeated); NULL (body) before schema 3.
+# chunks.boxes: JSON [[page, x0, top, x1, bottom], ...] of a PDF chunk's lines (PDF points, origin
+# top-left; ingest.passage_boxes); NULL when unknown (not a PDF, or before schema 3).
 # documents.named_title: 1 when the title is the primary source's file stem (it follows renames),
 # 0 when it came from inside the document, NULL in catalogues written before schema 2.
+
+
+def _boxes(stored: str | None) -> list:
+    """The ``chunks.boxes`` column as ``[(page, (x0, top, x1, bottom)), ...]``."""
+    if not stored:
+        return []
+    try:
+        return [(int(b[0]), tuple(float(v) for v in b[1:5])) for b in json.loads(stored)]
+    except (ValueError, TypeError, IndexError):
+        return []  # a damaged value only loses the highlight
 
 
 def _id_batches(ids: list[str], size: int = 500):
@@ -142,6 +155,8 @@ class ChunkRecord:
     text: str
     title: str
     source: str
+    boxes: list = field(default_factory=list)
+    """``(page, (x0, top, x1, bottom))`` of a PDF chunk's lines, [] when unknown."""
 
     @property
     def file_name(self) -> str:
@@ -160,6 +175,8 @@ class NewChunk:
     vector: np.ndarray | None = None
     kind: str = "body"
     """ingest.chunk_kinds: body, references or repeated."""
+    boxes: list = field(default_factory=list)
+    """``(page, (x0, top, x1, bottom))`` of a PDF chunk's lines (ingest.passage_boxes)."""
 
 
 @dataclass
@@ -232,8 +249,10 @@ class DocumentStore:
                 tx.execute("ALTER TABLE documents ADD COLUMN named_title INTEGER")
             if "index_version" not in columns:  # NULL: indexed before versions were recorded (1)
                 tx.execute("ALTER TABLE documents ADD COLUMN index_version INTEGER")
-            if "kind" not in {row[1] for row in tx.execute("PRAGMA table_info(chunks)")}:
-                tx.execute("ALTER TABLE chunks ADD COLUMN kind TEXT")
+            chunk_columns = {row[1] for row in tx.execute("PRAGMA table_info(chunks)")}
+            for column in ("kind", "boxes"):
+                if column not in chunk_columns:
+                    tx.execute(f"ALTER TABLE chunks ADD COLUMN {column} TEXT")
             tx.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             tx.execute(
                 "UPDATE meta SET value = ? WHERE key = 'schema_version' AND CAST(value AS INTEGER) < ?",
@@ -441,12 +460,12 @@ class DocumentStore:
         for part, marks in _id_batches(ids):
             for row in db.execute(
                 "SELECT c.chunk_id, c.doc_id, c.idx, c.page, c.heading, c.text, d.title, "
-                "(SELECT path FROM sources s WHERE s.doc_id = c.doc_id ORDER BY added_at, path LIMIT 1) "
+                "(SELECT path FROM sources s WHERE s.doc_id = c.doc_id ORDER BY added_at, path LIMIT 1), c.boxes "
                 f"FROM chunks c JOIN documents d ON c.doc_id = d.doc_id "
                 f"WHERE d.state = 'complete' AND c.chunk_id IN ({marks})",
                 part,
             ):
-                found[row[0]] = ChunkRecord(*row[:7], source=row[7] or "")
+                found[row[0]] = ChunkRecord(*row[:7], source=row[7] or "", boxes=_boxes(row[8]))
         return [found[i] for i in ids if i in found]
 
     def document_chunks(self, doc_id: str) -> list[ChunkRecord]:
@@ -589,11 +608,12 @@ class DocumentStore:
                 )
                 tx.execute("DELETE FROM chunks WHERE doc_id = ?", (doc.doc_id,))
                 tx.executemany(
-                    "INSERT INTO chunks (chunk_id, doc_id, idx, page, heading, text, tokens, kind) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO chunks (chunk_id, doc_id, idx, page, heading, text, tokens, kind, boxes) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         (chunk_id_for(doc.doc_id, c.index), doc.doc_id, c.index, c.page, c.heading,
-                         c.text, " ".join(c.tokens), c.kind)
+                         c.text, " ".join(c.tokens), c.kind,
+                         json.dumps([[p, *b] for p, b in c.boxes]) if c.boxes else None)
                         for c in doc.chunks
                     ],
                 )

@@ -69,7 +69,7 @@ from rag.prompts_qa import (
     rewrite_instruction,
     source_block,
 )
-from rag.retrieval import Hit, fuse_hit_lists, no_passage_message
+from rag.retrieval import Hit, boxes_json, fuse_hit_lists, no_passage_message
 from rag.translate import own_language_hits, translation_dict
 
 MAX_HISTORY_TURNS = 4
@@ -151,6 +151,7 @@ class PackedSource:
             "chunks": [self.lo, self.hi],
             "text": self.text,
             "score": round(float(h.score), 4),
+            "boxes": boxes_json(h.boxes),
         }
 
 

@@ -42,7 +42,7 @@ from ingest.lexical import QUERY_STOPWORDS, to_simplified
 from ingest.splitter import sentence_spans
 from rag.language import detect_language
 from rag.qa import EventChain, leans_on_conversation
-from rag.retrieval import Hit, cosine_floor, fuse_hit_lists, no_passage_message
+from rag.retrieval import Hit, boxes_json, cosine_floor, fuse_hit_lists, no_passage_message
 from rag.translate import search_with_translation, translation_dict
 
 DENSE_WEIGHT = 0.45
@@ -234,6 +234,7 @@ class QuoteChain(EventChain):
                 "title": hit.title, "page": hit.page, "chunk": hit.chunk, "chunks": [hit.chunk, hit.chunk],
                 "text": hit.text, "score": round(float(hit.score), 4),
                 "quotes": [[q.start, q.end] for q in quotes if q.n == n],
+                "boxes": boxes_json(hit.boxes),
             })
         yield {"type": "sources", "sources": sources}
         yield {"type": "token", "text": answer}

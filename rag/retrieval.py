@@ -213,14 +213,17 @@ class Hit:
     dense_relevance: float = 0.0
     fused: float = 0.0
     """The weighted RRF value the fused ranking used."""
+    boxes: list = field(default_factory=list)
+    """``(page, (x0, top, x1, bottom))`` of a PDF chunk's lines in PDF points, origin top-left
+    (ingest.passage_boxes); [] for other formats."""
     rerank_score: float | None = None
     """The reranker's 0..1 relevance when a reranker is configured (then also ``score``; the
     hybrid score is in ``extra["hybrid_score"]``)."""
     extra: dict = field(default_factory=dict)
 
     def to_dict(self, full: bool = False) -> dict[str, Any]:
-        """The CLI's JSON hit: doc_id, source, page, chunk, score, text, and with a reranker
-        rerank_score and hybrid_score (``full``: every field)."""
+        """The CLI's JSON hit: doc_id, source, page, chunk, score, text, ``boxes`` for a PDF
+        passage, and with a reranker rerank_score and hybrid_score (``full``: every field)."""
         if full:
             return asdict(self)
         out: dict[str, Any] = {
@@ -231,6 +234,8 @@ class Hit:
             "score": round(self.score, 4),
             "text": self.text,
         }
+        if self.boxes:
+            out["boxes"] = boxes_json(self.boxes)
         if self.rerank_score is not None:
             out["rerank_score"] = round(self.rerank_score, 4)
             out["hybrid_score"] = round(float(self.extra.get("hybrid_score", 0.0)), 4)
@@ -508,6 +513,7 @@ class HybridRetriever(BaseRetriever):
                     text=rec.text,
                     title=rec.title,
                     heading=rec.heading,
+                    boxes=list(rec.boxes),
                     dense_similarity=cos,
                     bm25=float(bm25_scores.get(chunk_id, 0.0)),
                     lexical_relevance=lex_rel,
@@ -608,6 +614,12 @@ class _Scorer:
         return relevance(dense_rel, lex_rel, weight), dense_rel
 
 
+def boxes_json(boxes: Sequence) -> list[list[float]]:
+    """``[[page, x0, top, x1, bottom], ...]``: how results (CLI JSON, QA sources) give a PDF
+    passage's boxes."""
+    return [[page, *box] for page, box in boxes]
+
+
 def fuse_hit_lists(lists: Sequence[Sequence[Hit]], k: int) -> list[Hit]:
     """Several rankings of chunks (the question as asked, its rewrite, its translation) merged
     by each chunk's best 0..1 relevance (the retriever's calibrated score against the query that
@@ -664,6 +676,7 @@ __all__ = [
     "is_english_only",
     "cosine_floor",
     "fuse_hit_lists",
+    "boxes_json",
     "no_passage_message",
     "NO_PASSAGE_MESSAGE",
 ]

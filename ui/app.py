@@ -461,10 +461,10 @@ with tab_chat:
     elif state.answer_mode == "quote":
         st.caption(_("Show me the evidence: the documents' own sentences that best match the question."))
     conversation = st.container()  # above the input, also for the turn being answered now
-    for message in chat_log:
+    for position, message in enumerate(chat_log):
         with conversation.chat_message(message["role"]):
             if message["role"] == "assistant":
-                ui.render_answer(message)
+                ui.render_answer(message, key=f"turn{position}")
             else:
                 st.markdown(message["content"])
     question = st.chat_input(_("Ask a question about your documents…") if docs else _("Add documents first"),
@@ -515,7 +515,7 @@ with tab_chat:
                                "searched_for": final.get("searched_for", []),
                                "translation": final.get("translation")}
                     slot.empty()
-            ui.render_answer(message)
+            ui.render_answer(message, key=f"turn{len(chat_log)}")  # its place once remembered
         remember(message)
 
 

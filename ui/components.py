@@ -80,7 +80,9 @@ def passage_html(text: str, spans: Sequence[Sequence[int]]) -> str:
     return "".join(out).strip().replace("\n", "<br>")
 
 
-def render_sources(sources: Sequence[dict]) -> None:
+def render_sources(sources: Sequence[dict], key: str | None = None) -> None:
+    """One expander per source; with ``key`` (unique per answer on the page), a PDF source whose
+    file is still there can show its page with the passage highlighted (rendered on demand)."""
     if not sources:
         return
     st.caption(_("Sources — open one to read the passage"))
@@ -95,6 +97,23 @@ def render_sources(sources: Sequence[dict]) -> None:
             else:
                 st.markdown(text.strip() or "_" + _("(empty passage)") + "_")
             st.caption(str(src.get("source", "")))
+            if key is not None and src.get("boxes") and str(src.get("source", "")).lower().endswith(".pdf"):
+                render_page_toggle(src, f"{key}_page_{src.get('n')}")
+
+
+def render_page_toggle(src: dict, key: str) -> None:
+    """A switch that shows the cited PDF page as an image with the passage's boxes highlighted."""
+    from ui.services import page_png
+
+    page = src.get("page") or src["boxes"][0][0]
+    if not st.toggle(_("Show page {page} with the passage marked", page=page), key=key):
+        return
+    try:
+        png = page_png(str(src["source"]), int(page), tuple(tuple(b) for b in src["boxes"]))
+    except Exception as exc:  # the file moved or changed since it was added: say so, keep the answer
+        st.caption(_("The page cannot be shown: {error}", error=exc))
+        return
+    st.image(png, caption=source_label(src), width="stretch")
 
 
 KIND_LABELS = {"references": N_("reference list"), "repeated": N_("repeated text")}
@@ -126,10 +145,14 @@ def render_retrieval_test(hits: Sequence[Any], threshold: float) -> None:
                 extra.caption(_("Ranked low: {kind}", kind=_(KIND_LABELS.get(kind, kind))))
             st.markdown(hit.text.strip() or "_" + _("(empty passage)") + "_")
             st.caption(str(hit.source))
+            if hit.boxes and str(hit.source).lower().endswith(".pdf"):
+                render_page_toggle({"n": rank, "file_name": hit.file_name, "source": hit.source, "page": hit.page,
+                                    "boxes": [[p, *b] for p, b in hit.boxes]}, f"retrieval_page_{rank}")
 
 
-def render_answer(message: dict) -> None:
-    """An assistant turn: the answer, its notice, and one expander per cited source."""
+def render_answer(message: dict, key: str | None = None) -> None:
+    """An assistant turn: the answer, its notice, and one expander per cited source (``key``: see
+    :func:`render_sources`)."""
     if message.get("error"):
         st.error(message["content"])
         return
@@ -151,7 +174,7 @@ def render_answer(message: dict) -> None:
     if sources:
         # quote mode: only the passages something was quoted from are opened and marked
         render_sources([s for s in sources if s.get("quotes")] or sources
-                       if message.get("mode") == "quote" else sources)
+                       if message.get("mode") == "quote" else sources, key=key)
     else:
         st.caption(_("No passage of the chosen documents was relevant enough; nothing was cited."))
 

@@ -239,6 +239,19 @@ def with_sampling(model, settings: Settings):
 # -- uploads ----------------------------------------------------------------------------------------
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def _page_png(path: str, modified: float, page: int, boxes: tuple) -> bytes:
+    from rag.page_image import render_page
+
+    return render_page(path, page, [(int(b[0]), b[1:5]) for b in boxes])
+
+
+def page_png(path: str, page: int, boxes: tuple) -> bytes:
+    """PNG of a cited PDF page with the passage highlighted (rag.page_image), cached per file
+    version, page and boxes: opening the same citation again costs nothing."""
+    return _page_png(path, os.path.getmtime(path), page, boxes)
+
+
 def retrieval_test(kb, question: str, k: int, doc_ids: Sequence[str] | None) -> tuple[list, float]:
     """The ``k`` best passages for ``question`` with no threshold applied, and the threshold the
     answers use (rag.retrieval.HybridRetriever.effective_threshold): what the retrieval-test tab

@@ -1,0 +1,78 @@
+"""Citations that open the highlighted page: a chunk's boxes on its PDF pages
+(ingest.passage_boxes) and the page rendered with them marked (rag.page_image)."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from ingest.loaders.pdf_layout import read_layout
+from ingest.passage_boxes import passage_boxes
+from rag.page_image import PageUnavailable, render_page
+from tests.docmaker import make_chinese_pdf
+
+PAGE_ONE = ("大熊猫是中国特有的熊科动物，主要栖息在四川、陕西和甘肃的山区。"
+            "大熊猫的食物几乎全部是竹子，一只成年大熊猫每天要吃十几公斤竹子。")
+PAGE_TWO = ("野生大熊猫的数量约为一千八百只，保护区的建立让它们的栖息地逐渐恢复。"
+            "研究人员通过红外相机记录大熊猫的活动。")
+
+
+@pytest.fixture(scope="module")
+def pdf(tmp_path_factory):
+    path = make_chinese_pdf(tmp_path_factory.mktemp("pages") / "panda.pdf", [PAGE_ONE, PAGE_TWO], line_chars=20)
+    return path, read_layout(path)
+
+
+def test_a_passage_is_found_on_its_page_line_by_line(pdf):
+    path, layouts = pdf
+    text = "大熊猫的食物几乎全部是竹子，一只成年大熊猫每天要吃十几公斤竹子。"
+    boxes = passage_boxes(layouts, 1, text)
+    assert boxes and {page for page, _ in boxes} == {1}
+    # the passage starts mid-line: its first box starts right of the page margin
+    lines = layouts[0].lines
+    assert len(boxes) >= 2 and boxes[0][1][0] > lines[0].box[0] + 5
+    tops = [b[1] for _, b in boxes]
+    assert tops == sorted(tops)  # line after line, top to bottom
+    for _, (x0, top, x1, bottom) in boxes:
+        assert 0 <= x0 < x1 <= layouts[0].width and 0 <= top < bottom <= layouts[0].height
+
+
+def test_a_passage_over_a_page_break_gets_boxes_on_both_pages(pdf):
+    _, layouts = pdf
+    text = "每天要吃十几公斤竹子。\n野生大熊猫的数量约为一千八百只，"
+    pages = [page for page, _ in passage_boxes(layouts, 1, text)]
+    assert pages[0] == 1 and pages[-1] == 2
+
+
+def test_text_not_on_the_page_gets_no_boxes(pdf):
+    _, layouts = pdf
+    assert passage_boxes(layouts, 1, "这段文字不在这个文件里面，完全没有出现过。") == []
+    assert passage_boxes(layouts, None, PAGE_ONE) == []
+
+
+def test_the_page_is_rendered_with_the_passage_marked(pdf):
+    from PIL import Image
+
+    path, layouts = pdf
+    boxes = passage_boxes(layouts, 1, "一只成年大熊猫每天要吃十几公斤竹子")
+    plain = Image.open(io.BytesIO(render_page(path, 1))).convert("RGB")
+    marked = Image.open(io.BytesIO(render_page(path, 1, boxes))).convert("RGB")
+    assert plain.size == marked.size and plain.size[0] > 800  # A4 at 1.5 px per point
+    page, (x0, top, x1, bottom) = boxes[-1]
+    # a point inside the box but between glyphs turns yellow; far from it nothing changes
+    inside = (int((x1 - 1) * 1.5), int((top + 1) * 1.5))
+    r, g, b = marked.getpixel(inside)
+    assert r > 200 and g > 180 and b < 200, (r, g, b)
+    assert marked.getpixel((5, marked.size[1] - 5)) == plain.getpixel((5, plain.size[1] - 5))
+    # boxes of another page are not drawn on this one
+    other = Image.open(io.BytesIO(render_page(path, 2, boxes))).convert("RGB")
+    assert other.tobytes() == Image.open(io.BytesIO(render_page(path, 2))).convert("RGB").tobytes()
+
+
+def test_a_missing_file_or_page_is_a_clear_error(pdf, tmp_path):
+    path, _ = pdf
+    with pytest.raises(PageUnavailable, match="no page 9"):
+        render_page(path, 9)
+    with pytest.raises(PageUnavailable, match="gone.pdf"):
+        render_page(tmp_path / "gone.pdf", 1)
