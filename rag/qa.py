@@ -150,9 +150,21 @@ class PackedSource:
             "chunk": h.chunk,
             "chunks": [self.lo, self.hi],
             "text": self.text,
+            "passage": self.passage_span(),
             "score": round(float(h.score), 4),
             "boxes": boxes_json(h.boxes),
         }
+
+    def passage_span(self) -> list[int] | None:
+        """``[start, end]`` of the retrieved chunk inside ``text`` (which may hold neighbouring
+        chunks around it, or only a cut start of it); None when it cannot be placed."""
+        own = self.hit.text
+        start = self.text.find(own)
+        if start >= 0:
+            return [start, start + len(own)]
+        head = own[: min(len(own), 40)]
+        start = self.text.find(head) if head else -1
+        return [start, len(self.text)] if start >= 0 else None
 
 
 @dataclass

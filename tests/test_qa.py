@@ -393,3 +393,14 @@ def test_a_budget_below_the_k_passages_still_sends_all_k(long_kb):
         assert sent == found  # every passage found is sent (retrieval is never cut for speed), none widened
     finally:
         _with_answer_settings(long_kb, context_budget="auto")
+
+
+def test_a_widened_source_says_where_its_own_passage_is(long_kb):
+    """The app marks the retrieved chunk inside the neighbouring text it was widened with."""
+    use(long_kb, fake_loaded_model(4096, 64))
+    result = long_kb.ask("第十二节讨论的工作投入了多少资金？", k=1)
+    src = result["sources"][0]
+    start, end = src["passage"]
+    own = next(c.text for c in long_kb.store.document_chunks(src["doc_id"]) if c.index == src["chunk"])
+    assert src["text"][start:end] == own
+    assert len(src["text"]) > end - start  # neighbours around it

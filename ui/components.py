@@ -65,7 +65,7 @@ def highlight_citations(answer: str, sources: Sequence[dict]) -> str:
     return _CITATION.sub(lambda m: f"[**{m.group(1)}**]" if m.group(1) in known else m.group(0), answer)
 
 
-def passage_html(text: str, spans: Sequence[Sequence[int]]) -> str:
+def passage_html(text: str, spans: Sequence[Sequence[int]], css_class: str = "docqa-quote") -> str:
     """The passage as safe HTML (its own markup escaped) with ``spans`` marked."""
     import html
 
@@ -74,7 +74,7 @@ def passage_html(text: str, spans: Sequence[Sequence[int]]) -> str:
         if start < at or end <= start:
             continue
         out.append(html.escape(text[at:start]))
-        out.append(f'<mark class="docqa-quote">{html.escape(text[start:end])}</mark>')
+        out.append(f'<mark class="{css_class}">{html.escape(text[start:end])}</mark>')
         at = end
     out.append(html.escape(text[at:]))
     return "".join(out).strip().replace("\n", "<br>")
@@ -92,8 +92,12 @@ def render_sources(sources: Sequence[dict], key: str | None = None) -> None:
                                      if isinstance(score, (int, float)) else "")
         text = str(src.get("text", ""))
         with st.expander(label, expanded=bool(src.get("quotes"))):
+            passage = src.get("passage")
             if src.get("quotes"):  # quote mode: the quoted sentences marked inside their passage
                 st.markdown(passage_html(text, src["quotes"]), unsafe_allow_html=True)
+            elif passage and (passage[0] > 0 or passage[1] < len(text)):
+                # widened with its neighbours: the retrieved passage is marked in its surroundings
+                st.markdown(passage_html(text, [passage], "docqa-passage"), unsafe_allow_html=True)
             else:
                 st.markdown(text.strip() or "_" + _("(empty passage)") + "_")
             st.caption(str(src.get("source", "")))
