@@ -36,7 +36,12 @@ _ENTRY_MARK = re.compile(
     re.I,
 )
 _YEAR = re.compile(r"(?<!\d)(?:19|20)\d{2}(?!\d)")
-MIN_REPEATED_CHARS = 20
+_PAGE_NUMBER = re.compile(
+    r"第\s*\d+\s*页(?:\s*[/，,]?\s*共\s*\d+\s*页)?|\bpage\s+\d+(?:\s+of\s+\d+)?\b|^\s*[-–—]?\s*\d{1,4}\s*[-–—]?\s*$",
+    re.I | re.M,
+)
+"""Page numbers, which differ between otherwise repeated text (第 3 页 / Page 3 of 9 / - 3 -)."""
+MIN_REPEATED_CHARS = 16
 """Shorter chunks (a bare heading, a page number) are not marked as repeated."""
 
 
@@ -75,8 +80,8 @@ def _after_heading_line(text: str) -> str | None:
 
 def chunk_kinds(texts: Sequence[str], headings: Sequence[str] | None = None) -> list[str]:
     """The kind of each chunk of one document, in document order: :data:`BODY`,
-    :data:`REFERENCES` or :data:`REPEATED` (the same text, digits and spaces aside, as an earlier
-    chunk of the document)."""
+    :data:`REFERENCES` or :data:`REPEATED` (the same text, page numbers and spaces aside, as an
+    earlier chunk of the document)."""
     headings = list(headings) if headings is not None else [""] * len(texts)
     kinds: list[str] = []
     in_references = False  # after a reference heading line in the text
@@ -104,7 +109,8 @@ def chunk_kinds(texts: Sequence[str], headings: Sequence[str] | None = None) -> 
             kind = REFERENCES
         elif looks_like_references(text):
             kind = REFERENCES
-        key = re.sub(r"[\s\d]+", "", text)
+        # the same text but for its page number; other digits count (table rows differ in them)
+        key = re.sub(r"\s+", "", _PAGE_NUMBER.sub("", text))
         if kind == BODY and len(key) >= MIN_REPEATED_CHARS:
             if key in seen:
                 kind = REPEATED

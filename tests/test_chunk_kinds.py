@@ -99,3 +99,12 @@ def test_a_catalogue_from_before_chunk_kinds_opens_and_takes_new_documents(tmp_p
     assert reopened.add(write_docs(tmp_path / "more", {"paper.md": PAPER})).ok
     hits = reopened.retriever.search("大熊猫野外种群的食性", k=3, relevance_threshold=0.0)
     assert REFERENCES in {h.extra.get("kind") for h in hits}
+
+
+def test_table_chunks_that_differ_only_in_their_numbers_are_not_repeated_text():
+    header = "表1 ZX系列主要参数\n| 型号 | 额定功率 | 重量 |\n|---|---|---|\n"
+    first = header + "| ZX-1001 | 8100 W | 50.25 kg |\n| ZX-1002 | 8137 W | 50.50 kg |"
+    second = header + "| ZX-1003 | 8174 W | 50.75 kg |\n| ZX-1004 | 8211 W | 51.00 kg |"
+    assert chunk_kinds([first, second]) == [BODY, BODY]
+    footer = "版权所有 © 某某公司，未经书面许可不得复制本手册的任何部分。"
+    assert chunk_kinds([footer + "\n- 3 -", footer + "\nPage 4 of 9"]) == [BODY, REPEATED]
