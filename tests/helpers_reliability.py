@@ -242,7 +242,8 @@ def bad_inputs(root: Path, max_file_mb: float) -> tuple[list[Path], list[Case]]:
     make_encrypted_pdf(inbox / "encrypted.pdf", ["加密的内容。"])
     add("encrypted.pdf", None, r"password", what="password-protected PDF")
     make_blank_pdf(inbox / "scanned.pdf", pages=2)
-    add("scanned.pdf", None, r"OCR is not available", what="PDF with no text layer (scan)")
+    # OCR reads scans now; a drawing without text is refused, saying OCR found no text on it
+    add("scanned.pdf", None, r"OCR found no text|OCR is not available", what="PDF with no text layer (scan)")
     add("random.txt", bytes(rnd.getrandbits(8) for _ in range(4096)), r"binary",
         what="random bytes named .txt")
     add("deflate.txt", zlib.compress("压缩后的二进制数据。".encode() * 300, 9)[2:], r"binary",

@@ -6,14 +6,22 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
 class Page:
-    """One page of a document. ``number`` is 1-based for PDFs and None for other formats."""
+    """One page of a document. ``number`` is 1-based for PDFs and None for other formats.
+
+    ``ocr``: the text was recognised from the page's image (a scanned PDF page), not read from
+    a text layer. ``layout``: for a PDF page read from its text layer, its
+    :class:`ingest.loaders.pdf_layout.PageLayout` (lines and their boxes; ``text`` is its text
+    tidied, which changes only whitespace); None for other pages, OCR'd ones included."""
 
     number: int | None
     text: str
+    ocr: bool = False
+    layout: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -23,6 +31,9 @@ class LoadedDocument:
     """``text``, ``markdown``, ``pdf``, ``docx`` or ``html``."""
     title: str
     pages: list[Page] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """What was read only in part, one message each (a PDF page whose OCR failed, pages
+    skipped because OCR is not available); the file itself was read."""
 
     @property
     def text(self) -> str:

@@ -1,17 +1,24 @@
-"""PDF: the text layer of each page (pypdf), tidied for reading and search: Latin ligature
-characters are spelled out (ﬁ -> fi, ﬃ -> ffi); letter spacing between single CJK characters
-goes while a gap between words or table cells stays one space; a wrapped Chinese sentence is
-joined again, while a line that ends on purpose (a heading, a page header, a table row, a
-paragraph's last line: anything shorter than a full line) keeps its own line."""
+"""PDF: each page's text in reading order (:mod:`ingest.loaders.pdf_layout`, PDFium: text
+columns read one after the other, running heads, footers and page numbers left out), tidied for
+reading and search: Latin ligature characters are spelled out (ﬁ -> fi, ﬃ -> ffi); letter
+spacing between single CJK characters goes while a gap between words or table cells stays one
+space; a wrapped Chinese sentence is joined again, while a line that ends on purpose (a heading,
+a table row, a paragraph's last line: anything shorter than a full line) keeps its own line.
+
+A page without a usable text layer (a scan: no text at all, or a garbled one, mostly private-use
+or replacement characters, or no letters) is rendered and read by OCR (:mod:`ingest.ocr`), page
+by page, and marked ``Page.ocr``; blank pages are not OCR'd. A page whose OCR fails, and pages
+skipped because OCR is not available, are listed in ``LoadedDocument.warnings`` and the rest is
+read; only a PDF in which no page has text is refused (:class:`NoTextLayer`)."""
 
 from __future__ import annotations
 
-import io
+import math
 import re
 import unicodedata
 from pathlib import Path
 
-from ingest.errors import EncryptedPdf, UnreadableFile
+from ingest.errors import EmptyDocument, EncryptedPdf, NoTextLayer, UnreadableFile
 from ingest.loaders.document import CJK, LoadedDocument, Page, clean_text
 
 _CJK_SPACES = re.compile(rf"(?<=[{CJK}])[ \t\u00a0\u3000]+(?=[{CJK}])")
@@ -139,63 +146,289 @@ def _tidy_pdf_text(text: str) -> str:
 _PLACEHOLDER_TITLES = frozenset({"untitled", "untitled document", "(anonymous)", "anonymous", "无标题"})
 
 
+def _open_error(path: Path, exc: Exception) -> Exception:
+    """PDFium's error opening ``path`` as the project's error, with the file name and reason."""
+    import pypdfium2.raw as pdfium_c
+
+    code = getattr(exc, "err_code", None)
+    if code == pdfium_c.FPDF_ERR_PASSWORD:
+        return EncryptedPdf(path, "the PDF is password-protected; remove the password and try again")
+    if code == pdfium_c.FPDF_ERR_SECURITY:
+        return EncryptedPdf(path, "the PDF is encrypted with a security handler that cannot be opened here")
+    if code == pdfium_c.FPDF_ERR_FILE:
+        return UnreadableFile(path, "the file could not be read")
+    return UnreadableFile(path, f"damaged or truncated PDF ({exc})")
+
+
+def _title(pdf) -> str:
+    try:
+        title = str(pdf.get_metadata_dict().get("Title") or "")
+    except Exception:
+        return ""
+    title = " ".join(title.replace("\x00", "").split()).translate(LIGATURES)
+    return "" if title.lower() in _PLACEHOLDER_TITLES else title
+
+
+# -- which pages need OCR -------------------------------------------------------------------------
+
+_GARBLED_SHARE = 0.5
+"""A text layer with more than this share of private-use, replacement or unassigned characters
+(a font without a usable map to Unicode) is garbled."""
+
+
+def _is_garbled_char(ch: str) -> bool:
+    return ch == "\ufffd" or unicodedata.category(ch) in ("Co", "Cn", "Cs")
+
+
+def _text_problem(text: str) -> str | None:
+    """Why a page's text layer is not usable: ``"empty"`` (no text: a scan, or a blank page),
+    ``"garbled"`` (mostly private-use / replacement characters), ``"no letters"`` (digits and
+    symbols only, no letters of any script); None when it is usable."""
+    chars = [ch for ch in text if not ch.isspace()]
+    if not chars:
+        return "empty"
+    if sum(1 for ch in chars if _is_garbled_char(ch)) > _GARBLED_SHARE * len(chars):
+        return "garbled"
+    if not any(ch.isalpha() for ch in chars):
+        return "no letters"
+    return None
+
+
+def _page_list(numbers: list[int]) -> str:
+    """1, 3-5, 9"""
+    runs: list[list[int]] = []
+    for n in sorted(numbers):
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+# -- OCR ----------------------------------------------------------------------------------------
+
+
+def _edge_lines(lines, height: float) -> list[tuple[str, object]]:
+    """The top line of an OCR'd page if it lies in the top band, and its bottom line if it lies
+    in the bottom band (pdf_layout.BAND), as (band, line): where running heads, footers and page
+    numbers stand."""
+    from ingest.loaders.pdf_layout import BAND
+
+    if len(lines) < 2:
+        return []
+    out = []
+    first = min(lines, key=lambda ln: ln.box[1])
+    if first.box[3] <= BAND * height:
+        out.append(("top", first))
+    last = max(lines, key=lambda ln: ln.box[3])
+    if last is not first and last.box[1] >= (1 - BAND) * height:
+        out.append(("bottom", last))
+    return out
+
+
+def _ocr_furniture(pages: dict[int, tuple[list, float]], known: set[tuple[str, str]]) -> set[int]:
+    """``id`` s of OCR'd lines that are running heads, footers or page numbers: a line at the top
+    or bottom edge of its page (:func:`_edge_lines`) that is a bare page number, or whose text
+    (digits as ``#``) is that of the text layer's running heads (``known``: (band, key) pairs)
+    or recurs at that edge on :data:`~ingest.loaders.pdf_layout.REPEAT_SHARE` of the OCR'd pages
+    (and on two or more)."""
+    from ingest.loaders.pdf_layout import REPEAT_SHARE, _furniture_key, _is_page_number
+
+    edges = {index: _edge_lines(lines, height) for index, (lines, height) in pages.items()}
+    seen: dict[tuple[str, str], set[int]] = {}
+    for index, found in edges.items():
+        for band, ln in found:
+            seen.setdefault((band, _furniture_key(ln.text)), set()).add(index)
+    need = max(2, math.ceil(REPEAT_SHARE * len(pages)))
+    out: set[int] = set()
+    for found in edges.values():
+        for band, ln in found:
+            key = (band, _furniture_key(ln.text))
+            if _is_page_number(ln.text) or key in known or len(seen[key]) >= need:
+                out.add(id(ln))
+    return out
+
+
+def _ocr_lines_text(lines, drop: set[int]) -> str:
+    """OCR'd lines (in reading order) as a page's text, without those in ``drop``: a line the
+    detector cut in two (boxes side by side on one row, read one after the other) joined again
+    with a space."""
+    out: list[str] = []
+    previous = None
+    for ln in lines:
+        if id(ln) in drop:
+            continue
+        if previous is not None:
+            overlap = min(previous.box[3], ln.box[3]) - max(previous.box[1], ln.box[1])
+            if overlap >= 0.5 * min(previous.height, ln.height) and ln.box[0] >= previous.box[2] - 1:
+                out[-1] += " " + ln.text
+                previous = ln
+                continue
+        out.append(ln.text)
+        previous = ln
+    return "\n".join(out)
+
+
+def _paint_out(image, boxes, scale: float) -> None:
+    """Paper over ``boxes`` (points) on a page image rendered at ``scale`` pixels a point."""
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(image)
+    for b in boxes:
+        draw.rectangle((b.x0 * scale - 2, b.top * scale - 2, b.x1 * scale + 2, b.bottom * scale + 2),
+                       fill=(255, 255, 255))
+
+
+class _OcrOutcome:
+    """What OCR of a document's pages came to (see :func:`_ocr_pages`)."""
+
+    def __init__(self) -> None:
+        self.unavailable: Exception | None = None
+        self.skipped: list[int] = []  # pages not read because OCR is not available
+        self.drawn = 0  # pages with something on them to read
+
+
+def _ocr_pages(pdf, doc: LoadedDocument, pending: list[tuple[int, str]]) -> _OcrOutcome:
+    """OCR the pages in ``pending`` ((page index, problem) pairs) in place on ``doc``: an OCR'd
+    page gets the recognised text and ``ocr=True``; a page that could not be read, a warning."""
+    from ingest import ocr
+
+    outcome = _OcrOutcome()
+    scale = ocr.DEFAULT_DPI / 72.0
+    problems = dict(pending)
+    recognised: dict[int, tuple[list, float]] = {}  # page index -> (OCR'd lines, page height)
+    sizes: dict[int, tuple[float, float]] = {}  # page index -> (width, height) in points
+    for index, problem in pending:
+        page = doc.pages[index]
+        layout = page.layout
+        if problem == "garbled":
+            page.text, page.layout = "", None  # garbage is not indexed, whatever OCR finds
+        try:
+            image = ocr.render_pdf_page(pdf, index, ocr.DEFAULT_DPI)
+        except Exception as exc:  # a page PDFium cannot draw: the others still count
+            doc.warnings.append(f"page {page.number}: could not be drawn for OCR "
+                                f"({type(exc).__name__}: {exc}); the page was skipped")
+            continue
+        # Running heads and page numbers of the text layer are not read again (nor is a page
+        # that holds nothing else OCR'd at all).
+        _paint_out(image, [line.box for line in layout.header_footer_lines], scale)
+        if ocr.is_blank(image):
+            if problem == "garbled":
+                doc.warnings.append(f"page {page.number}: its text layer is garbled and the page "
+                                    "shows nothing to OCR; the page was skipped")
+            continue
+        outcome.drawn += 1
+        if outcome.unavailable is not None:
+            outcome.skipped.append(page.number)
+            continue
+        try:
+            lines = ocr.recognize_image(image, dpi=ocr.DEFAULT_DPI)
+        except ocr.OcrUnavailable as exc:
+            outcome.unavailable = exc
+            outcome.skipped.append(page.number)
+            continue
+        except Exception as exc:  # one page's failure costs that page only
+            doc.warnings.append(f"page {page.number}: OCR failed ({type(exc).__name__}: {exc}); "
+                                "the page was skipped")
+            continue
+        finally:
+            del image
+        # Lines of symbols alone (a black box read as "■", a rule read as "—") are noise.
+        lines = [ln for ln in lines if any(ch.isalnum() for ch in ln.text)]
+        recognised[index] = (lines, layout.height)
+        sizes[index] = (layout.width, layout.height)
+    # Running heads, footers and page numbers of the OCR'd pages, as the text layer's are.
+    from ingest.loaders.pdf_layout import _furniture_key
+
+    known = {
+        ("top" if line.box.top < 0.5 * p.layout.height else "bottom", _furniture_key(line.text))
+        for p in doc.pages
+        if p.layout is not None
+        for line in p.layout.header_footer_lines
+    }
+    drop = _ocr_furniture(recognised, known)
+    from ingest.loaders.pdf_layout import layout_from_lines
+
+    for index, (lines, _) in recognised.items():
+        page = doc.pages[index]
+        text = _tidy_pdf_text(_ocr_lines_text(lines, drop))
+        if problems[index] == "no letters" and not any(ch.isalpha() for ch in text):
+            continue  # digits and symbols both ways (a table of figures): the text layer's stay
+        if text.strip():
+            # the recognised lines stand in for the text layer, so citations of the page are
+            # highlighted too
+            body = [(ln.text, ln.box) for ln in lines if id(ln) not in drop]
+            page.text, page.ocr = text, True
+            page.layout = layout_from_lines(body, index, *sizes[index])
+        elif problems[index] == "garbled":
+            doc.warnings.append(f"page {page.number}: its text layer is garbled and OCR found no "
+                                "text on it; the page was skipped")
+    if outcome.skipped:
+        many = len(outcome.skipped) > 1
+        doc.warnings.append(
+            f"{'pages' if many else 'page'} {_page_list(outcome.skipped)} "
+            f"{'have' if many else 'has'} no usable text layer and {'were' if many else 'was'} "
+            f"not read: OCR is not available ({outcome.unavailable})"
+        )
+    return outcome
+
+
+def _has_text(doc: LoadedDocument) -> bool:
+    return any(p.text.strip() for p in doc.pages)
+
+
 def load_pdf(path: Path, size: int) -> LoadedDocument:
     if size == 0:
         raise UnreadableFile(path, "the file is empty (0 bytes), not a valid PDF")
-    from pypdf import PdfReader
-    from pypdf.errors import DependencyError, FileNotDecryptedError
+    import pypdfium2 as pdfium
+
+    from ingest.loaders.pdf_layout import read_layout
 
     data = path.read_bytes()
     if b"%PDF" not in data[:1024]:
         raise UnreadableFile(path, "not a PDF file (no %PDF header)")
     try:
-        reader = PdfReader(io.BytesIO(data), strict=False)
-    except DependencyError as exc:
-        raise EncryptedPdf(path, f"the PDF is encrypted and cannot be opened here ({exc})") from None
-    except Exception as exc:
-        raise UnreadableFile(path, f"damaged or truncated PDF ({type(exc).__name__}: {exc})") from None
-
-    if reader.is_encrypted:
-        try:
-            ok = reader.decrypt("")
-        except DependencyError:
-            raise EncryptedPdf(
-                path,
-                "the PDF is encrypted with AES, which needs the 'cryptography' package to open",
-            ) from None
-        except Exception as exc:
-            raise EncryptedPdf(path, f"the PDF is encrypted and could not be opened ({exc})") from None
-        if not ok:
-            raise EncryptedPdf(path, "the PDF is password-protected; remove the password and try again")
-
+        pdf = pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as exc:
+        raise _open_error(path, exc) from None
     try:
-        page_list = list(reader.pages)
-    except FileNotDecryptedError:
-        raise EncryptedPdf(path, "the PDF is password-protected") from None
-    except Exception as exc:
-        raise UnreadableFile(path, f"damaged or truncated PDF ({type(exc).__name__}: {exc})") from None
-    if not page_list:
-        raise UnreadableFile(path, "the PDF has no pages")
-
-    pages: list[Page] = []
-    for number, page in enumerate(page_list, start=1):
+        if len(pdf) == 0:
+            raise UnreadableFile(path, "the PDF has no pages")
         try:
-            raw = page.extract_text() or ""
-        except FileNotDecryptedError:
-            raise EncryptedPdf(path, "the PDF is password-protected") from None
-        except Exception as exc:
-            raise UnreadableFile(
-                path, f"page {number} is damaged ({type(exc).__name__}: {exc})"
-            ) from None
-        pages.append(Page(number, _tidy_pdf_text(raw)))
-
-    title = ""
-    try:
-        meta = reader.metadata
-        if meta is not None and meta.title:
-            title = str(meta.title).strip().replace("\x00", "").translate(LIGATURES)
-    except Exception:
-        title = ""
-    if title.lower() in _PLACEHOLDER_TITLES:
-        title = ""
-    return LoadedDocument(path=path, file_type="pdf", title=title or path.stem, pages=pages)
+            layouts = read_layout(pdf)
+        except pdfium.PdfiumError as exc:
+            raise UnreadableFile(path, f"damaged PDF: a page cannot be read ({exc})") from None
+        doc = LoadedDocument(path=path, file_type="pdf", title=_title(pdf) or path.stem)
+        pending: list[tuple[int, str]] = []
+        for layout in layouts:
+            text = _tidy_pdf_text(layout.text)
+            doc.pages.append(Page(layout.page_index + 1, text, layout=layout))
+            problem = _text_problem(text)
+            if problem:
+                pending.append((layout.page_index, problem))
+        outcome = _ocr_pages(pdf, doc, pending) if pending else _OcrOutcome()
+    finally:
+        pdf.close()
+    if not _has_text(doc):
+        # Every line was taken for a running head or a page number (a few pages of one short
+        # line each at the same place, say): better read as they are than refused.
+        for page in doc.pages:
+            if page.layout is not None and page.layout.header_footer_lines and not page.ocr:
+                page.text = _tidy_pdf_text("\n".join(ln.text for ln in page.layout.header_footer_lines))
+    if _has_text(doc):
+        return doc
+    if outcome.unavailable is not None:
+        raise NoTextLayer(
+            path,
+            "no page has extractable text; it looks like a scanned PDF (images only) and OCR is "
+            f"not available ({outcome.unavailable})",
+        )
+    if doc.warnings:
+        raise NoTextLayer(path, "no page has extractable text: " + "; ".join(doc.warnings))
+    if outcome.drawn:
+        raise NoTextLayer(
+            path,
+            f"no page has extractable text: no text layer, and OCR found no text on the "
+            f"{outcome.drawn} scanned page(s) (images or drawings without text)",
+        )
+    raise EmptyDocument(path, "every page of the PDF is blank (no text, nothing drawn)")

@@ -6,9 +6,10 @@
 * groups characters into lines: characters whose boxes overlap vertically by half a line and
   whose baselines agree, sorted left to right (a smaller superscript or subscript joins the line
   it stands beside). One space is written between Latin words (a space character in the PDF, or
-  a gap wider than the line's usual letter gap by 0.15 of a line), none between CJK characters
-  unless the gap is half a character or more (a table cell, an ideographic space), and none
-  between CJK and Latin characters unless the PDF has a space there or the gap is that wide;
+  a gap wider than the line's usual letter gap by 0.15 of a line), and none next to a CJK
+  character unless the PDF has a space character there (between words, table cells, or letters
+  spaced out with spaces, which the PDF loader tidies away) or the gap is half a character or
+  more (a table cell, an ideographic space);
 * finds text columns: a vertical strip that (almost) no line crosses, with lines on both sides
   that run side by side, each side filling at least 40 % of the height where both run, the
   right side's lines mostly starting at one left edge. Lines that cross the strip (a title, an
@@ -21,7 +22,8 @@
   digits written as ``#``, appears there on at least 40 % of the pages (and on two or more), or
   that stands where such lines stand on 40 % of the pages and body lines (almost) never do and
   is no taller than the page's usual line (a running head naming each chapter, not the title of
-  each slide of a deck), or a line there that is a bare page number (``7``,
+  each slide of a deck; counted on pages with body lines only, so that pages of one line each
+  keep it), or a line there that is a bare page number (``7``,
   ``- 7 -``, ``Page 7 of 9``, ``7/9``, ``第7页``, ``vii``).
 
 Coordinates: every :class:`Box` is in PDF points (1/72 inch) with the origin at the **top-left**
@@ -62,7 +64,7 @@ from typing import NamedTuple
 
 from ingest.loaders.document import CJK
 
-__all__ = ["Box", "CharBoxes", "PageLayout", "TextLine", "read_layout"]
+__all__ = ["Box", "CharBoxes", "PageLayout", "TextLine", "order_boxes", "read_layout"]
 
 
 class Box(NamedTuple):
@@ -341,6 +343,9 @@ def _page_chars(page, width: float, height: float) -> list[tuple]:
             else:
                 gx, gy = box[0], box[3]
             ch = chr(code)
+            if ch == "t" and out and out[-1][0] == "\u017f" and out[-1][1] == box and not space:
+                # PDFium spells the ligature U+FB05 (ﬅ) out as long s + t in one box: "st"
+                out[-1] = ("s", *out[-1][1:])
             out.append((_LIGATURES.get(ch, ch), box, direction, space, gx, gy))
             space = 0
         return out
@@ -464,7 +469,8 @@ def _rows(chars: list[_Char]) -> list[list[_Char]]:
 
 def _segments(row_chars: list[_Char], row: int) -> list[_Seg]:
     """A row's characters (sorted left to right) cut at wide gaps; a glyph drawn twice in the
-    same place (simulated bold, a shadow) is kept once."""
+    same place (simulated bold, a shadow) is kept once, while the letters of one ligature glyph
+    that PDFium spells out (ﬀ as "f", "f": one after the other, in one box) all stay."""
     height = max(c.f[3] - c.f[1] for c in row_chars)
     segments: list[_Seg] = []
     previous = None
@@ -474,6 +480,7 @@ def _segments(row_chars: list[_Char], row: int) -> list[_Seg]:
                 ch.text == previous.text
                 and abs(ch.f[0] - previous.f[0]) < 0.1 * height
                 and abs(ch.f[1] - previous.f[1]) < 0.1 * height
+                and not (ch.seq == previous.seq + 1 and ch.box == previous.box)
             ):
                 continue
             if ch.f[0] - previous.f[2] > SEGMENT_GAP * height:
@@ -495,9 +502,9 @@ def _make_line(segments: Sequence[_Seg], page_index: int) -> TextLine:
     """One line from segments of a row, with spaces between words: always between segments;
     between Latin characters after a space (the PDF's own or one PDFium inferred) or across a gap
     wider than the line's usual letter gap plus :data:`WORD_GAP` of its height (so letter-spaced
-    text stays one word); between CJK characters only across a gap of :data:`CJK_GAP` of a line
-    or more; between CJK and Latin characters after a space character of the PDF or across such
-    a wide gap (the quarter-em "autospace" typesetters put there is not a space in the text)."""
+    text stays one word); next to a CJK character only after a space character of the PDF or
+    across a gap of :data:`CJK_GAP` of a line or more (letter spacing without space characters
+    is no space, nor is the quarter-em "autospace" typesetters put between CJK and Latin)."""
     segments = sorted(segments, key=lambda s: s.x0)
     height = max(s.bottom - s.top for s in segments)
     gaps = [b.f[0] - a.f[2] for seg in segments for a, b in zip(seg.chars, seg.chars[1:])]
@@ -511,8 +518,6 @@ def _make_line(segments: Sequence[_Seg], page_index: int) -> TextLine:
                 gap = ch.f[0] - previous.f[2]
                 if k > 0 and ch is seg.chars[0]:
                     spaced = True
-                elif previous.cjk and ch.cjk:
-                    spaced = gap > CJK_GAP * height
                 elif previous.cjk or ch.cjk:
                     hinted = ch.space_before == 2 and ch.seq == previous.seq + 1
                     spaced = hinted or gap > CJK_GAP * height
@@ -547,18 +552,21 @@ def _x0(piece: list[_Seg]) -> float:
 
 
 def _gutter(
-    pieces: list[list[_Seg]], skip: frozenset[int] = frozenset()
+    pieces: list[list[_Seg]],
+    skip: frozenset[int] = frozenset(),
+    min_rows: int = 2 * MIN_COLUMN_LINES,
 ) -> tuple[float, float] | None:
     """The x-interval of a column gutter among ``pieces`` (lists of segments, one list per row;
     those of the rows in ``skip``, possible running heads and page numbers, left out), or None.
     The gutter is the widest strip in the middle 80 % of the text's width that the fewest
     segments cross (at most 40 % of the rows), with rows wholly on each side: at least
     two each, side by side vertically, each filling at least :data:`COLUMN_DENSITY` of the
-    height where both run, and the right side's rows mostly starting at one left edge."""
+    height where both run, and the right side's rows mostly starting at one left edge (a few may
+    start left of it, in the gutter). Fewer than ``min_rows`` rows have no columns."""
     if skip:
         pieces = [p for p in pieces if p[0].row not in skip]
     segs = [s for p in pieces for s in p]
-    if len(pieces) < 2 * MIN_COLUMN_LINES or not segs:
+    if len(pieces) < max(min_rows, MIN_COLUMN_LINES) or not segs:
         return None
     bx0, bx1 = min(s.x0 for s in segs), max(s.x1 for s in segs)
     width = bx1 - bx0
@@ -619,19 +627,25 @@ def _gutter(
             filled += max(0.0, min(bottom, zone_bottom) - max(top, zone_top))
         if filled < COLUMN_DENSITY * max(overlap, 1e-6):
             return None
-    edge = min(_x0(p) for p in right)
-    aligned = sum(1 for p in right if _x0(p) - edge <= max(2.0, min_gap / 2))
+    # One left edge where most right-side rows start (the densest, so that one row starting a
+    # little left of it, in the gutter, does not hide it).
+    tolerance = max(2.0, min_gap / 2)
+    starts = sorted(_x0(p) for p in right)
+    aligned = max(bisect.bisect_right(starts, x + tolerance) - k for k, x in enumerate(starts))
     if aligned < 0.5 * len(right):
         return None
     return g0, g1
 
 
 def _order(
-    pieces: list[list[_Seg]], skip: frozenset[int] = frozenset(), depth: int = 0
+    pieces: list[list[_Seg]],
+    skip: frozenset[int] = frozenset(),
+    depth: int = 0,
+    min_rows: int = 2 * MIN_COLUMN_LINES,
 ) -> tuple[list[list[_Seg]], int]:
     """Pieces in reading order, and the most columns found side by side. Rows in ``skip`` (see
     :func:`_gutter`) take no part in finding columns but are ordered with the rest."""
-    gutter = _gutter(pieces, skip) if depth < 6 else None
+    gutter = _gutter(pieces, skip, min_rows) if depth < 6 else None
     if gutter is None:
         return sorted(pieces, key=lambda p: (_top(p), _x0(p))), 1
     g0, g1 = gutter
@@ -642,8 +656,8 @@ def _order(
 
     def flush() -> None:
         nonlocal columns, left, right
-        ordered_left, n_left = _order(left, skip, depth + 1) if left else ([], 0)
-        ordered_right, n_right = _order(right, skip, depth + 1) if right else ([], 0)
+        ordered_left, n_left = _order(left, skip, depth + 1, min_rows) if left else ([], 0)
+        ordered_right, n_right = _order(right, skip, depth + 1, min_rows) if right else ([], 0)
         out.extend(ordered_left)
         out.extend(ordered_right)
         columns = max(columns, n_left + n_right)
@@ -662,6 +676,39 @@ def _order(
                 right.append(rpart)
     flush()
     return out, columns
+
+
+def order_boxes(boxes: Sequence[Sequence[float]]) -> list[int]:
+    """Reading order of free-standing line boxes ``(x0, top, x1, bottom)`` (lines found in an
+    image by OCR, say; any unit, y downwards): the indices of ``boxes`` in reading order, by the
+    same column rules as a page's text lines (:func:`_order`).
+
+    Boxes that overlap vertically by half the smaller height share a row (a line the detector
+    cut in two) and are read left to right; rows go top to bottom, except that where a column
+    gutter is found the left column is read wholly before the right one, and a box crossing the
+    gutter (a title, a centred heading, a page number) is read in its place between them."""
+    if len(boxes) < 2:
+        return list(range(len(boxes)))
+    rows: list[list[_Seg]] = []
+    index: dict[int, int] = {}
+    row_top = row_bottom = 0.0
+    for i in sorted(range(len(boxes)), key=lambda i: (boxes[i][1] + boxes[i][3], boxes[i][0])):
+        x0, top, x1, bottom = (float(v) for v in boxes[i][:4])
+        seg = _Seg([], x0, top, x1, bottom, 0)
+        index[id(seg)] = i
+        if rows:
+            overlap = min(row_bottom, bottom) - max(row_top, top)
+            if overlap >= 0.5 * min(row_bottom - row_top, bottom - top):
+                seg.row = len(rows) - 1
+                rows[-1].append(seg)
+                continue
+        seg.row = len(rows)
+        rows.append([seg])
+        row_top, row_bottom = top, bottom
+    # Each box is a whole detected line, so two rows of boxes side by side (two on each side of
+    # a gutter) already make columns; a text layer's page needs twice as many rows.
+    ordered, _ = _order(rows, min_rows=MIN_COLUMN_LINES)
+    return [index[id(s)] for piece in ordered for s in sorted(piece, key=lambda s: s.x0)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -817,24 +864,29 @@ def _find_furniture(results: list[_PageResult]) -> dict[int, set[int]]:
     numbers: candidates whose text recurs with digits as ``#``, or that stand at a place where
     candidates stand on :data:`REPEAT_SHARE` of the pages and (almost) nothing else ever does and
     are no taller than the page's usual line (a running head naming each chapter; not a slide's
-    title), or that are bare page numbers."""
+    title), on pages with body rows besides (not pages of one line each), or that are bare page
+    numbers."""
     with_text = [r for r in results if r.layout.lines]
     need = max(2, math.ceil(REPEAT_SHARE * len(with_text)))
     seen: dict[tuple[str, str], set[int]] = {}
     places: dict[str, list[tuple[float, int]]] = {"top": [], "bottom": []}
     everything: dict[str, list[tuple[float, int]]] = {"top": [], "bottom": []}
+    # A page whose every row is a candidate (a one-line page) gives no evidence of where its
+    # running heads stand apart from its body: only pages with body rows count for places.
+    bodied = {r.layout.page_index for r in with_text if len(r.tops) > len(r.candidates)}
     for r in with_text:
         index = r.layout.page_index
         for c in r.candidates:
             seen.setdefault((c.band, _furniture_key(c.line.text)), set()).add(index)
-            places[c.band].append((c.edge, index))
+            if index in bodied:
+                places[c.band].append((c.edge, index))
         everything["top"].extend((y, index) for y in r.tops)
         everything["bottom"].extend((y, index) for y in r.bottoms)
     for edges in (*places.values(), *everything.values()):
         edges.sort()
 
-    def same_place(c: _Candidate) -> bool:
-        if not c.small:
+    def same_place(c: _Candidate, index: int) -> bool:
+        if not c.small or index not in bodied:
             return False
         there = _pages_near(places[c.band], c.edge)
         return len(there) >= need and len(there) >= 0.8 * len(_pages_near(everything[c.band], c.edge))
@@ -845,26 +897,46 @@ def _find_furniture(results: list[_PageResult]) -> dict[int, set[int]]:
             if (
                 len(seen[(c.band, _furniture_key(c.line.text))]) >= need
                 or _is_page_number(c.line.text)
-                or same_place(c)
+                or same_place(c, r.layout.page_index)
             ):
                 out.setdefault(r.layout.page_index, set()).add(c.row)
     return out
 
 
-def read_layout(source: str | Path | bytes, password: str | None = None) -> list[PageLayout]:
-    """Every page of a PDF (a path or the file's bytes) as a :class:`PageLayout`, in order.
+def layout_from_lines(lines: Sequence[tuple[str, Sequence[float]]], page_index: int, width: float,
+                      height: float) -> PageLayout:
+    """A :class:`PageLayout` of lines known only by their text and box, in reading order (OCR
+    output): each character gets an equal share of its line's width, so a passage starting or
+    ending mid-line is still highlighted about where it stands."""
+    out = []
+    for text, box in lines:
+        x0, top, x1, bottom = (float(v) for v in box)
+        step = (x1 - x0) / max(1, len(text))
+        chars = CharBoxes(None if ch.isspace() else (x0 + i * step, top, x0 + (i + 1) * step, bottom)
+                          for i, ch in enumerate(text))
+        out.append(TextLine(text, Box(x0, top, x1, bottom), page_index, chars))
+    return PageLayout(page_index, width, height, out)
+
+
+def read_layout(source, password: str | None = None) -> list[PageLayout]:
+    """Every page of a PDF (a path, the file's bytes, or a ``pypdfium2.PdfDocument`` already
+    open, which is left open) as a :class:`PageLayout`, in order.
 
     Raises what pypdfium2 raises for a file it cannot open (``pypdfium2.PdfiumError``: an
     encrypted PDF without the right ``password``, a damaged or non-PDF file)."""
     import pypdfium2 as pdfium
 
-    if isinstance(source, Path):
-        source = str(source)
-    doc = pdfium.PdfDocument(source, password=password)
+    if isinstance(source, pdfium.PdfDocument):
+        doc, owned = source, False
+    else:
+        if isinstance(source, Path):
+            source = str(source)
+        doc, owned = pdfium.PdfDocument(source, password=password), True
     try:
         results = [_read_page(doc, i) for i in range(len(doc))]
     finally:
-        doc.close()
+        if owned:
+            doc.close()
     furniture = _find_furniture(results)
     pages = []
     for r in results:
