@@ -76,3 +76,32 @@ def test_a_missing_file_or_page_is_a_clear_error(pdf, tmp_path):
         render_page(path, 9)
     with pytest.raises(PageUnavailable, match="gone.pdf"):
         render_page(tmp_path / "gone.pdf", 1)
+
+
+def test_a_scanned_page_is_highlighted_from_its_ocr_lines(tmp_path):
+    """A page that is only an image: OCR gives its lines, and a cited passage gets their boxes."""
+    pytest.importorskip("rapidocr")
+    from PIL import Image
+
+    from ingest.loaders import load_document
+
+    text_pdf = make_chinese_pdf(tmp_path / "text.pdf", [PAGE_ONE], line_chars=20)
+    import pypdfium2 as pdfium
+
+    pdf = pdfium.PdfDocument(str(text_pdf))
+    image = pdf[0].render(scale=200 / 72).to_pil().convert("RGB")
+    pdf.close()
+    scanned = tmp_path / "scan.pdf"
+    image.save(scanned, "PDF", resolution=200)
+    loaded = load_document(scanned)
+    page = loaded.pages[0]
+    assert page.ocr and page.layout is not None
+    boxes = passage_boxes([page.layout], 1, "一只成年大熊猫每天要吃十几公斤竹子")
+    assert boxes and all(p == 1 for p, _ in boxes)
+    # the same lines as on the text version, within a few points
+    text_layout = read_layout(text_pdf)[0]
+    expected = passage_boxes([text_layout], 1, "一只成年大熊猫每天要吃十几公斤竹子")
+    assert len(boxes) == len(expected)
+    for (_, got), (_, want) in zip(boxes, expected):
+        assert abs(got[1] - want[1]) < 6 and abs(got[3] - want[3]) < 6, (got, want)
+    assert isinstance(Image.open(io.BytesIO(render_page(scanned, 1, boxes))), Image.Image)
