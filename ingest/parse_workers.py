@@ -69,6 +69,7 @@ def prepare_document(path: Path, doc_id: str, count_tokens: CountTokens, options
     kinds = chunk_kinds([d.text for d in drafts], [d.heading for d in drafts])
     # PDF pages come with their layout: each chunk keeps the boxes of its lines, for highlighting
     layouts = [p.layout for p in loaded.pages if getattr(p, "layout", None) is not None]
+    read_by_ocr = {p.number for p in loaded.pages if getattr(p, "ocr", False)}
     chunks = [
         NewChunk(
             index=d.index,
@@ -78,6 +79,7 @@ def prepare_document(path: Path, doc_id: str, count_tokens: CountTokens, options
             tokens=tokens(f"{d.heading}\n{d.text}" if d.heading else d.text),
             kind=kind,
             boxes=passage_boxes(layouts, d.page, d.text) if layouts else [],
+            ocr=d.page in read_by_ocr,
         )
         for d, kind in zip(drafts, kinds)
     ]

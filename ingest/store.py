@@ -95,13 +95,15 @@ CREATE TABLE IF NOT EXISTS chunks (
     text TEXT NOT NULL,
     tokens TEXT NOT NULL,
     kind TEXT,
-    boxes TEXT
+    boxes TEXT,
+    ocr INTEGER
 );
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
 """
 # chunks.kind: ingest.chunk_kinds (body, references, repeated); NULL (body) before schema 3.
 # chunks.boxes: JSON [[page, x0, top, x1, bottom], ...] of a PDF chunk's lines (PDF points, origin
 # top-left; ingest.passage_boxes); NULL when unknown (not a PDF, or before schema 3).
+# chunks.ocr: 1 when the chunk's page was read by OCR (ingest.ocr); NULL otherwise.
 # documents.named_title: 1 when the title is the primary source's file stem (it follows renames),
 # 0 when it came from inside the document, NULL in catalogues written before schema 2.
 
@@ -157,6 +159,8 @@ class ChunkRecord:
     source: str
     boxes: list = field(default_factory=list)
     """``(page, (x0, top, x1, bottom))`` of a PDF chunk's lines, [] when unknown."""
+    ocr: bool = False
+    """The chunk's page was read by OCR."""
 
     @property
     def file_name(self) -> str:
@@ -177,6 +181,8 @@ class NewChunk:
     """ingest.chunk_kinds: body, references or repeated."""
     boxes: list = field(default_factory=list)
     """``(page, (x0, top, x1, bottom))`` of a PDF chunk's lines (ingest.passage_boxes)."""
+    ocr: bool = False
+    """The chunk's page was read by OCR."""
 
 
 @dataclass
@@ -250,9 +256,9 @@ class DocumentStore:
             if "index_version" not in columns:  # NULL: indexed before versions were recorded (1)
                 tx.execute("ALTER TABLE documents ADD COLUMN index_version INTEGER")
             chunk_columns = {row[1] for row in tx.execute("PRAGMA table_info(chunks)")}
-            for column in ("kind", "boxes"):
+            for column, kind in (("kind", "TEXT"), ("boxes", "TEXT"), ("ocr", "INTEGER")):
                 if column not in chunk_columns:
-                    tx.execute(f"ALTER TABLE chunks ADD COLUMN {column} TEXT")
+                    tx.execute(f"ALTER TABLE chunks ADD COLUMN {column} {kind}")
             tx.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             tx.execute(
                 "UPDATE meta SET value = ? WHERE key = 'schema_version' AND CAST(value AS INTEGER) < ?",
@@ -460,12 +466,13 @@ class DocumentStore:
         for part, marks in _id_batches(ids):
             for row in db.execute(
                 "SELECT c.chunk_id, c.doc_id, c.idx, c.page, c.heading, c.text, d.title, "
-                "(SELECT path FROM sources s WHERE s.doc_id = c.doc_id ORDER BY added_at, path LIMIT 1), c.boxes "
+                "(SELECT path FROM sources s WHERE s.doc_id = c.doc_id ORDER BY added_at, path LIMIT 1), c.boxes, c.ocr "
                 f"FROM chunks c JOIN documents d ON c.doc_id = d.doc_id "
                 f"WHERE d.state = 'complete' AND c.chunk_id IN ({marks})",
                 part,
             ):
-                found[row[0]] = ChunkRecord(*row[:7], source=row[7] or "", boxes=_boxes(row[8]))
+                found[row[0]] = ChunkRecord(*row[:7], source=row[7] or "", boxes=_boxes(row[8]),
+                                            ocr=bool(row[9]))
         return [found[i] for i in ids if i in found]
 
     def document_chunks(self, doc_id: str) -> list[ChunkRecord]:
@@ -608,12 +615,12 @@ class DocumentStore:
                 )
                 tx.execute("DELETE FROM chunks WHERE doc_id = ?", (doc.doc_id,))
                 tx.executemany(
-                    "INSERT INTO chunks (chunk_id, doc_id, idx, page, heading, text, tokens, kind, boxes) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO chunks (chunk_id, doc_id, idx, page, heading, text, tokens, kind, boxes, ocr) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         (chunk_id_for(doc.doc_id, c.index), doc.doc_id, c.index, c.page, c.heading,
                          c.text, " ".join(c.tokens), c.kind,
-                         json.dumps([[p, *b] for p, b in c.boxes]) if c.boxes else None)
+                         json.dumps([[p, *b] for p, b in c.boxes]) if c.boxes else None, 1 if c.ocr else None)
                         for c in doc.chunks
                     ],
                 )

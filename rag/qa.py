@@ -153,6 +153,7 @@ class PackedSource:
             "passage": self.passage_span(),
             "score": round(float(h.score), 4),
             "boxes": boxes_json(h.boxes),
+            "ocr": h.ocr,
         }
 
     def passage_span(self) -> list[int] | None:

@@ -235,6 +235,7 @@ class QuoteChain(EventChain):
                 "text": hit.text, "score": round(float(hit.score), 4),
                 "quotes": [[q.start, q.end] for q in quotes if q.n == n],
                 "boxes": boxes_json(hit.boxes),
+                "ocr": hit.ocr,
             })
         yield {"type": "sources", "sources": sources}
         yield {"type": "token", "text": answer}

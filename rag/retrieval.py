@@ -216,6 +216,8 @@ class Hit:
     boxes: list = field(default_factory=list)
     """``(page, (x0, top, x1, bottom))`` of a PDF chunk's lines in PDF points, origin top-left
     (ingest.passage_boxes); [] for other formats."""
+    ocr: bool = False
+    """The chunk's text was read from a scanned page by OCR."""
     rerank_score: float | None = None
     """The reranker's 0..1 relevance when a reranker is configured (then also ``score``; the
     hybrid score is in ``extra["hybrid_score"]``)."""
@@ -236,6 +238,8 @@ class Hit:
         }
         if self.boxes:
             out["boxes"] = boxes_json(self.boxes)
+        if self.ocr:
+            out["ocr"] = True
         if self.rerank_score is not None:
             out["rerank_score"] = round(self.rerank_score, 4)
             out["hybrid_score"] = round(float(self.extra.get("hybrid_score", 0.0)), 4)
@@ -514,6 +518,7 @@ class HybridRetriever(BaseRetriever):
                     title=rec.title,
                     heading=rec.heading,
                     boxes=list(rec.boxes),
+                    ocr=rec.ocr,
                     dense_similarity=cos,
                     bm25=float(bm25_scores.get(chunk_id, 0.0)),
                     lexical_relevance=lex_rel,

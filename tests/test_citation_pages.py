@@ -105,3 +105,43 @@ def test_a_scanned_page_is_highlighted_from_its_ocr_lines(tmp_path):
     for (_, got), (_, want) in zip(boxes, expected):
         assert abs(got[1] - want[1]) < 6 and abs(got[3] - want[3]) < 6, (got, want)
     assert isinstance(Image.open(io.BytesIO(render_page(scanned, 1, boxes))), Image.Image)
+
+
+def test_hits_and_answers_carry_page_boxes_and_the_ocr_mark(tmp_path, capsys):
+    """Ingested for real: a text PDF, a scanned PDF and a text file; the CLI's JSON hits and the
+    answer's sources give a PDF passage's page and boxes, and say which text came from OCR."""
+    pytest.importorskip("rapidocr")
+    import json
+
+    import pypdfium2 as pdfium
+
+    from rag import cli
+    from tests.helpers_rag import make_kb
+
+    folder = tmp_path / "files"
+    folder.mkdir()
+    make_chinese_pdf(folder / "panda.pdf", [PAGE_ONE, PAGE_TWO], line_chars=20)
+    source = pdfium.PdfDocument(str(make_chinese_pdf(tmp_path / "rail.pdf", [
+        "京沪高速铁路全长一千三百一十八公里，设计时速三百五十公里，二〇一一年六月三十日正式开通运营。"], line_chars=20)))
+    source[0].render(scale=200 / 72).to_pil().convert("RGB").save(folder / "rail_scan.pdf", "PDF", resolution=200)
+    source.close()
+    kb = make_kb(tmp_path / "kb", docs={"note.txt": "龙井茶产于浙江杭州西湖一带，是中国十大名茶之一。"})
+    assert kb.add([folder]).ok
+
+    hit = kb.retrieve("一只成年大熊猫每天要吃多少竹子？", k=1)[0]
+    assert hit.file_name == "panda.pdf" and hit.page == 1 and hit.boxes and not hit.ocr
+    scanned = kb.retrieve("京沪高速铁路全长多少公里？", k=1)[0]
+    assert scanned.file_name == "rail_scan.pdf" and scanned.ocr and scanned.boxes
+    note = kb.retrieve("龙井茶产于哪里？", k=1)[0]
+    assert note.file_name == "note.txt" and note.boxes == [] and "boxes" not in note.to_dict()
+
+    capsys.readouterr()
+    assert cli.main(["retrieve", "--kb", str(kb.store.dir), "京沪高速铁路全长多少公里？", "--k", "1", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out.splitlines()[-1])["hits"][0]
+    assert printed["ocr"] is True and printed["page"] == 1
+    assert printed["boxes"] == [[page, *box] for page, box in scanned.boxes]
+    result = kb.ask("一只成年大熊猫每天要吃多少竹子？", mode="quote")
+    src = result["sources"][0]
+    assert src["file_name"] == "panda.pdf" and src["boxes"] and all(len(b) == 5 for b in src["boxes"])
+    assert src["boxes"][0][0] == src["page"] and src["ocr"] is False
+    json.dumps(result, ensure_ascii=False)  # plain JSON, as `rag ask --json` prints it

@@ -52,7 +52,8 @@ def source_label(src: dict) -> str:
         where = " · " + _("pp. {first}–{last}", first=pages[0], last=pages[1])
     else:
         where = " · " + _("p. {page}", page=page) if page else ""
-    return f"[{src.get('n', '?')}] {name}{where}"
+    scanned = " · " + _("OCR") if src.get("ocr") else ""  # read from a scan: may hold misreadings
+    return f"[{src.get('n', '?')}] {name}{where}{scanned}"
 
 
 def highlight_citations(answer: str, sources: Sequence[dict]) -> str:

@@ -177,6 +177,7 @@ MESSAGES: dict[str, str] = {
     "(empty passage)": "（空段落）",
     "Quoted from the documents (no model wrote this)": "摘自文档原文（并非模型生成）",
     "Searched for: {queries}": "检索了：{queries}",
+    "OCR": "OCR 识别",
     "Show page {page} with the passage marked": "显示第 {page} 页并标出这段文字",
     "The page cannot be shown: {error}": "无法显示这一页：{error}",
     # -- retrieval test
