@@ -44,6 +44,14 @@ PAGE_2 = "北京是中华人民共和国的首都，常住人口约两千一百�
 pytestmark = [pytest.mark.browser, pytest.mark.server, pytest.mark.slow]
 
 
+def _highlighted_pixels(path: Path) -> int:
+    """Pixels of the highlight's yellow in a screenshot (the page itself is black on white)."""
+    from PIL import Image
+
+    pixels = Image.open(path).convert("RGB").getdata()
+    return sum(1 for r, g, b in pixels if r > 200 and 170 < g < 245 and b < 160)
+
+
 def chromium_path() -> str | None:
     for candidate in (os.environ.get("DOCQA_TEST_CHROMIUM"), "/usr/bin/chromium"):
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
@@ -190,6 +198,18 @@ def test_upload_ask_and_see_cited_source_in_a_real_browser(streamlit_server, tmp
                 assert "两千一百万" in mark.inner_text()
                 assert failed.count() == 0, failed.first.inner_text()
                 shot(page, "3-answer.png")
+
+                # the cited PDF page, rendered on demand with the passage highlighted
+                assistant.get_by_text("Show page 2 with the passage marked").click()
+                image = assistant.locator('[data-testid="stImage"] img').first
+                image.wait_for()
+                assert image.evaluate("img => img.naturalWidth") > 800  # the whole page, readable
+                picture = OUT / "3b-page.png"
+                image.screenshot(path=str(picture))
+                shots.append(picture)
+                assert _highlighted_pixels(picture) > 500  # the passage's lines are marked
+                assert failed.count() == 0, failed.first.inner_text()
+                shot(page, "3c-page-shown.png")
 
                 # a summary without a model: outline and key sentences, with a Markdown download
                 page.get_by_role("tab", name="Summary").click()
