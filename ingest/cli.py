@@ -85,7 +85,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
                 ", about {time} left", time=format_duration(event.eta_s, cli_language()))
             counts = cli_text("files {done}/{total}, chunks {chunks_done}/{chunks_total}", done=event.done,
                               total=event.total, chunks_done=event.chunks_done, chunks_total=event.chunks_total)
-            bar.set_description_str(f"{counts}{left} · {Path(event.path).name[:30]} {cli_text(event.status)}", refresh=True)
+            name = Path(event.path).name[:30]
+            if event.status == "ocr":  # a scanned PDF, page by page (seconds a page)
+                doing = cli_text("OCR page {page}/{pages} of {name}", page=event.page, pages=event.pages, name=name)
+            else:
+                doing = f"{name} {cli_text(event.status)}"
+            bar.set_description_str(f"{counts}{left} · {doing}", refresh=True)
 
         run = ingestor.ingest(args.paths, progress=progress)
         if bar is not None:
@@ -95,6 +100,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         report.chunks = run.chunks
         report.failed.extend(run.failed)
         report.skipped = run.skipped
+        report.warnings = run.warnings
     if report.failed:
         exit_code = 1
     if args.list:

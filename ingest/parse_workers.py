@@ -13,17 +13,27 @@ model; they count tokens with the picklable counter the embedder gives
 A worker that dies (a parser crash, the system ending it for memory) costs only the file it was
 reading: the pool is started again, the file is read once more on its own to make sure it is
 the culprit, and is then reported as failed; the other files are read again.
+
+Scanned PDFs are OCR'd page by page (seconds a page): ``on_page(n, total)`` is told as each
+page begins, in this process or in a worker. Workers put ``(task key, n, total)`` on a
+``multiprocessing`` queue that the pool gives them through its initializer (a fresh queue for
+each set of workers, so that one killed while writing to it cannot spoil the next);
+:meth:`ParsePool.result` forwards the events of the file it waits for while it waits, and those
+of files read ahead when their result is asked for. What a loader read only in part (a page
+whose OCR failed) comes back as :attr:`PreparedDocument.warnings`.
 """
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import multiprocessing.spawn
 import os
+import queue
 import re
 import signal
 import threading
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +50,11 @@ from ingest.store import NewChunk, PreparedDocument
 
 CountTokens = Callable[[str], int]
 SearchTokens = Callable[[str], list[str]]
+OnPage = Callable[[int, int], None]
+"""``on_page(n, total)``: OCR of the n-th of ``total`` pages without a text layer begins."""
+
+EVENT_POLL_S = 0.1
+"""While waiting for a worker's result, page events are forwarded at least this often."""
 
 
 @dataclass(frozen=True)
@@ -53,10 +68,11 @@ class ParseOptions:
 
 
 def prepare_document(path: Path, doc_id: str, count_tokens: CountTokens, options: ParseOptions,
-                     tokens: SearchTokens = search_tokens) -> PreparedDocument:
+                     tokens: SearchTokens = search_tokens, on_page: OnPage | None = None) -> PreparedDocument:
     """``path`` loaded and split into chunks with their search tokens, ready to be embedded.
-    Raises :class:`DocumentError` when the file cannot be read or holds no text."""
-    loaded = load_document(path, max_bytes=options.max_bytes)
+    Raises :class:`DocumentError` when the file cannot be read or holds no text. ``on_page``:
+    see :func:`ingest.loaders.load_document` (OCR of a scanned PDF's pages)."""
+    loaded = load_document(path, max_bytes=options.max_bytes, on_page=on_page)
     drafts = split_document(
         loaded,
         count_tokens,
@@ -92,6 +108,7 @@ def prepare_document(path: Path, doc_id: str, count_tokens: CountTokens, options
         pages=pages,
         chunks=chunks,
         title_from_name=_title_from_name(loaded, path),
+        warnings=list(loaded.warnings),
     )
 
 
@@ -151,11 +168,17 @@ def parse_workers_for(setting: int | None, sizes: Sequence[int]) -> int:
 # -- the worker side ----------------------------------------------------------------------------
 
 _worker_state: tuple[CountTokens, SearchTokens, ParseOptions] | None = None
+_worker_events = None  # the pool's queue of page events, or None
 
 
-def _start_worker(count_tokens: CountTokens, tokens: SearchTokens, options: ParseOptions) -> None:
-    global _worker_state
+def _start_worker(count_tokens: CountTokens, tokens: SearchTokens, options: ParseOptions, events=None) -> None:
+    global _worker_state, _worker_events
     _worker_state = (count_tokens, tokens, options)
+    _worker_events = events
+    if events is not None:
+        # Events not yet read when the worker ends are dropped rather than waited for: a worker
+        # must never hang on exit because the pool stopped reading them.
+        events.cancel_join_thread()
     # Ctrl-C in a terminal reaches the whole process group: the ingesting process handles it
     # (and ends the pool); a worker would only print a traceback and break the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -165,14 +188,29 @@ def _ping() -> int:
     return os.getpid()
 
 
-def _parse_in_worker(path: Path, doc_id: str) -> tuple:
-    """``("ok", PreparedDocument)`` or ``("failed", error class name or None, reason)``.
+def _page_event(key: int) -> OnPage | None:
+    events = _worker_events
+    if events is None:
+        return None
+
+    def on_page(n: int, total: int) -> None:
+        try:
+            events.put((key, n, total))
+        except Exception:  # progress is not worth a file
+            pass
+
+    return on_page
+
+
+def _parse_in_worker(path: Path, doc_id: str, key: int = 0) -> tuple:
+    """``("ok", PreparedDocument)`` or ``("failed", error class name or None, reason)``; page
+    events go on the pool's queue as ``(key, n, total)``.
 
     Errors travel as data: a DocumentError cannot be pickled back (its constructor takes two
     arguments), and an unexpected exception is reported the way the pipeline reports it."""
     count_tokens, tokens, options = _worker_state
     try:
-        return ("ok", prepare_document(path, doc_id, count_tokens, options, tokens))
+        return ("ok", prepare_document(path, doc_id, count_tokens, options, tokens, _page_event(key)))
     except DocumentError as exc:
         return ("failed", type(exc).__name__, exc.reason)
     except Exception as exc:  # a bug or a parser error on one file must not stop the rest
@@ -220,27 +258,34 @@ CRASH_REASON = (
 )
 
 
+_task_keys = itertools.count(1)
+
+
 class ParseTask:
     """One file handed to the pool; :meth:`ParsePool.result` gives its document."""
 
     def __init__(self, path: Path, doc_id: str) -> None:
         self.path = path
         self.doc_id = doc_id
+        self.key = next(_task_keys)  # names the task in page events
         self.future: Future | None = None
+        self.pages: list[tuple[int, int]] = []  # page events that came before its result was asked for
 
 
 class ParsePool:
     """Worker processes reading and splitting files; results are taken per task, in any order.
 
-    ``inline(path, doc_id)`` reads a file in this process: used only when worker processes
-    cannot be started here at all (so that a broken environment does not fail every file)."""
+    ``inline(path, doc_id, on_page)`` reads a file in this process: used only when worker
+    processes cannot be started here at all (so that a broken environment does not fail every
+    file)."""
 
     def __init__(self, workers: int, count_tokens: CountTokens, tokens: SearchTokens,
-                 options: ParseOptions, inline: Callable[[Path, str], PreparedDocument]) -> None:
+                 options: ParseOptions, inline: Callable[[Path, str, OnPage | None], PreparedDocument]) -> None:
         self.workers = workers
         self._initargs = (count_tokens, tokens, options)
         self._inline = inline
         self._executor: ProcessPoolExecutor | None = None
+        self._events = None  # the current workers' queue of page events
         self._open: list[ParseTask] = []  # submitted, result not yet taken
         self.unavailable: str | None = None  # why workers cannot run here
 
@@ -250,31 +295,44 @@ class ParsePool:
         self._send(task)
         return task
 
-    def result(self, task: ParseTask) -> PreparedDocument:
-        """The file's document (waiting for it); raises its DocumentError."""
-        self._forget(task)
+    def result(self, task: ParseTask, on_page: OnPage | None = None) -> PreparedDocument:
+        """The file's document (waiting for it); raises its DocumentError. ``on_page(n, total)``
+        is told of the file's OCR'd pages: those read before (at once), then as they come."""
+        try:
+            return self._result(task, on_page)
+        finally:
+            self._forget(task)
+            task.pages.clear()
+
+    def _result(self, task: ParseTask, on_page: OnPage | None) -> PreparedDocument:
         if self.unavailable:
-            return self._inline(task.path, task.doc_id)
+            return self._inline(task.path, task.doc_id, on_page)
         try:
             if task.future is None:  # it was sent to a pool that had already broken
                 raise BrokenProcessPool
-            outcome = task.future.result()
+            outcome = self._wait(task, task.future, on_page)
         except BrokenProcessPool:
             # A worker died reading this file or another one in flight. Start afresh and read
             # this file alone: if a worker dies again, it is this file's doing.
+            self._forget(task)
             if not self._restart():
-                return self._inline(task.path, task.doc_id)
+                return self._inline(task.path, task.doc_id, on_page)
             try:
-                outcome = self._submit(_parse_in_worker, task.path, task.doc_id).result()
+                alone = self._submit(_parse_in_worker, task.path, task.doc_id, task.key)
+                self._open.append(task)  # so that its page events are kept meanwhile
+                outcome = self._wait(task, alone, on_page)
             except BrokenProcessPool:
                 outcome = ("failed", None, CRASH_REASON)
                 self._restart()
+            finally:
+                self._forget(task)  # not among the files to send again
             self._resend_lost()
         return _unpack(task.path, outcome)
 
     def discard(self, task: ParseTask) -> None:
         """The file's document is not needed after all."""
         self._forget(task)
+        task.pages.clear()
         if task.future is not None:
             task.future.cancel()
 
@@ -283,8 +341,40 @@ class ParsePool:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+        self._events = None
 
     # -- internals
+
+    def _wait(self, task: ParseTask, future: Future, on_page: OnPage | None) -> tuple:
+        """``future``'s outcome, forwarding ``task``'s page events to ``on_page`` meanwhile;
+        raises BrokenProcessPool when a worker died."""
+        while True:
+            self._take_events()
+            if on_page is not None:
+                while task.pages:
+                    on_page(*task.pages.pop(0))
+            if future.done():
+                return future.result()
+            wait([future], timeout=EVENT_POLL_S)
+
+    def _take_events(self) -> None:
+        """Page events waiting on the queue, given to their tasks (those of tasks no longer
+        open are dropped)."""
+        events = self._events
+        if events is None:
+            return
+        open_tasks = {t.key: t for t in self._open}
+        while True:
+            try:
+                key, n, total = events.get_nowait()
+            except queue.Empty:
+                return
+            except Exception:  # a queue spoilt by a dying worker: no more page events from it
+                self._events = None
+                return
+            task = open_tasks.get(key)
+            if task is not None:
+                task.pages.append((n, total))
 
     def _forget(self, task: ParseTask) -> None:
         try:
@@ -295,8 +385,9 @@ class ParsePool:
     def _send(self, task: ParseTask) -> None:
         if self.unavailable:
             return
+        task.pages.clear()  # read again from the start
         try:
-            task.future = self._submit(_parse_in_worker, task.path, task.doc_id)
+            task.future = self._submit(_parse_in_worker, task.path, task.doc_id, task.key)
         except BrokenProcessPool:
             task.future = None  # noticed, and sent again, when its result is asked for
         except Exception as exc:  # processes cannot be started here at all (no /dev/shm, limits)
@@ -304,10 +395,13 @@ class ParsePool:
 
     def _submit(self, fn, *args) -> Future:
         if self._executor is None:
+            context = multiprocessing.get_context("spawn")
+            events = context.Queue()  # fresh for each set of workers
             self._executor = ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_worker, initargs=self._initargs,
+                self.workers, mp_context=context,
+                initializer=_start_worker, initargs=(*self._initargs, events),
             )
+            self._events = events
         _starting_readers.active = True  # workers are started here, as tasks come in
         try:
             return self._executor.submit(fn, *args)

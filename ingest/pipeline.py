@@ -69,6 +69,15 @@ class FileFailure:
 
 
 @dataclass
+class FileWarning:
+    """A file that was stored, but read only in part: ``warning`` says what is missing (a PDF
+    page whose OCR failed, pages skipped because OCR is not available)."""
+
+    path: str
+    warning: str
+
+
+@dataclass
 class IngestReport:
     added: int = 0
     updated: int = 0
@@ -78,11 +87,17 @@ class IngestReport:
     failed: list[FileFailure] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     """Files inside folders that were passed over because their type is not supported."""
+    warnings: list[FileWarning] = field(default_factory=list)
+    """What files added or updated in this run lack (one entry per warning, in file order);
+    such a file still counts as added or updated."""
 
     def to_dict(self) -> dict:
-        """The CLI's ``--json`` object."""
+        """The CLI's ``--json`` object; ``warnings`` (``[{"path", "warning"}]``) only when a file
+        was read in part, so that the object keeps its keys otherwise."""
         data = asdict(self)
         data.pop("skipped")
+        if not data["warnings"]:
+            data.pop("warnings")
         return data
 
     @property
@@ -93,9 +108,11 @@ class IngestReport:
 @dataclass
 class Progress:
     """How far along a run is. Sent when a file starts being read (``status="reading"``; with
-    reader processes: when its turn comes, as they may have read it ahead), after each slice of
-    chunks is embedded (``"embedding"``) and when a file is finished (``added``, ``updated``,
-    ``unchanged`` or ``failed``; then :attr:`finished` is true).
+    reader processes: when its turn comes, as they may have read it ahead), as OCR of each
+    page of a scanned PDF begins (``"ocr"``, with :attr:`page` of :attr:`pages`, the pages that
+    need OCR; pages OCR'd ahead by reader processes are told at the file's turn), after each
+    slice of chunks is embedded (``"embedding"``) and when a file is finished (``added``,
+    ``updated``, ``unchanged`` or ``failed``; then :attr:`finished` is true).
 
     ``done``/``total`` count files; ``chunks_done``/``chunks_total`` the chunks embedded so far
     and those read so far (the total grows as files are read). ``fraction`` (0..1) weighs files
@@ -103,7 +120,7 @@ class Progress:
     time left at the pace so far (None until there is a pace to go by)."""
 
     path: str
-    status: str  # reading | embedding | added | updated | unchanged | failed
+    status: str  # reading | ocr | embedding | added | updated | unchanged | failed
     done: int
     total: int
     error: str | None = None
@@ -111,6 +128,10 @@ class Progress:
     chunks_total: int = 0
     fraction: float = 0.0
     eta_s: float | None = None
+    page: int = 0
+    """With ``status="ocr"``: the page being OCR'd, 1-based among the file's :attr:`pages`."""
+    pages: int = 0
+    """With ``status="ocr"``: how many of the file's pages need OCR (no usable text layer)."""
 
     @property
     def finished(self) -> bool:
@@ -121,6 +142,8 @@ class Progress:
 FINISHED = frozenset({"added", "updated", "unchanged", "failed"})
 READ_SHARE = 0.2
 """Share of a file's work that reading and splitting stand for in ``Progress.fraction``."""
+OCR_READ_SHARE = 0.8
+"""The same for a file with pages to OCR (seconds a page: far more than embedding its text)."""
 
 
 class _Pace:
@@ -135,7 +158,11 @@ class _Pace:
                 self.size[str(f)] = 1
         self.total = sum(self.size.values()) or 1
         self.share: dict[str, float] = {}  # source → 0..1 of its work done
+        self.read_share: dict[str, float] = {}  # source → share of its work that reading is
         self.started = time.monotonic()
+
+    def reading(self, source: str) -> float:
+        return self.read_share.get(source, READ_SHARE)
 
     def set(self, source: str, share: float) -> None:
         self.share[source] = max(self.share.get(source, 0.0), min(share, 1.0))
@@ -249,10 +276,15 @@ class Ingestor:
         pace = _Pace(files)
         chunks = {"done": 0, "total": 0}
 
-        def tell(path: str, status: str, error: str | None = None) -> None:
+        def tell(path: str, status: str, error: str | None = None, page: int = 0, pages: int = 0) -> None:
             if progress:
                 progress(Progress(path, status, done, total, error, chunks["done"], chunks["total"],
-                                  pace.fraction(), pace.eta()))
+                                  pace.fraction(), pace.eta(), page, pages))
+
+        def ocr_page(path: str, page: int, pages: int) -> None:
+            pace.read_share[path] = OCR_READ_SHARE
+            pace.set(path, OCR_READ_SHARE * (page - 1) / max(pages, 1))
+            tell(path, "ocr", page=page, pages=pages)
 
         def finish(path: str, status: str, error: str | None = None) -> None:
             nonlocal done
@@ -262,7 +294,8 @@ class Ingestor:
 
         def embedded(doc: PreparedDocument, share: float, n: int) -> None:
             chunks["done"] += n
-            pace.set(doc.source, READ_SHARE + (1 - READ_SHARE) * share)
+            read = pace.reading(doc.source)
+            pace.set(doc.source, read + (1 - read) * share)
             tell(doc.source, "embedding")
 
         def flush() -> None:
@@ -277,6 +310,7 @@ class Ingestor:
                 setattr(report, status, getattr(report, status) + 1)
                 if doc.doc_id in written:  # not when another writer stored it meanwhile
                     report.chunks += len(doc.chunks)
+                report.warnings.extend(FileWarning(doc.source, w) for w in doc.warnings)
                 finish(doc.source, status)
             batch, batch_chunks = [], 0
 
@@ -310,8 +344,8 @@ class Ingestor:
                             finish(source, status)
                         continue
                     tell(source, "reading")
-                    prepared = self._prepared(item, pool)
-                    pace.set(source, READ_SHARE)
+                    prepared = self._prepared(item, pool, lambda page, pages: ocr_page(source, page, pages))
+                    pace.set(source, pace.reading(source))
                     chunks["total"] += len(prepared.chunks)
                 except DocumentError as exc:
                     report.failed.append(FileFailure(source, exc.reason))
@@ -446,15 +480,19 @@ class Ingestor:
             max_tokens=self.embedder.max_tokens,
         )
 
-    def _prepared(self, item: _Item, pool: ParsePool | None) -> PreparedDocument:
+    def _prepared(self, item: _Item, pool: ParsePool | None,
+                  on_page: Callable[[int, int], None] | None = None) -> PreparedDocument:
         """The file read and split: by the workers when there are some (a file not handed out
-        ahead, such as a second copy of content that failed, is handed out now), else here."""
+        ahead, such as a second copy of content that failed, is handed out now), else here.
+        ``on_page(n, total)`` as OCR of the n-th of a scanned PDF's ``total`` pages begins
+        (from the workers: forwarded while this process waits for the file)."""
         if pool is None:
-            return self._prepare(item.path, item.doc_id)
-        return pool.result(item.task or pool.submit(item.path, item.doc_id))
+            return self._prepare(item.path, item.doc_id, on_page)
+        return pool.result(item.task or pool.submit(item.path, item.doc_id), on_page)
 
-    def _prepare(self, path: Path, doc_id: str) -> PreparedDocument:
-        return prepare_document(path, doc_id, self.embedder.count_tokens, self._parse_options(), search_tokens)
+    def _prepare(self, path: Path, doc_id: str, on_page: Callable[[int, int], None] | None = None) -> PreparedDocument:
+        return prepare_document(path, doc_id, self.embedder.count_tokens, self._parse_options(), search_tokens,
+                                on_page)
 
     def _embed(self, docs: list[PreparedDocument],
                embedded: Callable[[PreparedDocument, float, int], None] | None = None) -> None:
@@ -530,9 +568,12 @@ def _file_gone(path: str) -> bool:
     return False
 
 
-def print_report(report: IngestReport, stream=sys.stderr) -> None:
-    """A short human summary of a run, in the CLIs' language (rag.i18n)."""
+def print_report(report: IngestReport, stream=None) -> None:
+    """A short human summary of a run, in the CLIs' language (rag.i18n), on ``stream`` (default:
+    ``sys.stderr`` as it is when called); files read only in part are listed with what they lack."""
     from rag.i18n import cli_text
+
+    stream = stream or sys.stderr
 
     print(cli_text(
         "added {added}, updated {updated}, unchanged {unchanged}, removed {removed}, chunks {chunks}, failed {failed}",
@@ -540,8 +581,10 @@ def print_report(report: IngestReport, stream=sys.stderr) -> None:
         chunks=report.chunks, failed=len(report.failed)), file=stream)
     for failure in report.failed:
         print(cli_text("  failed: {path}: {error}", path=failure.path, error=failure.error), file=stream)
+    for warning in report.warnings:
+        print(cli_text("  warning: {path}: {warning}", path=warning.path, warning=warning.warning), file=stream)
     if report.skipped:
         print(cli_text("  skipped {n} file(s) of unsupported types", n=len(report.skipped)), file=stream)
 
 
-__all__ = ["Ingestor", "IngestReport", "FileFailure", "Progress", "FINISHED", "discover", "content_id"]
+__all__ = ["Ingestor", "IngestReport", "FileFailure", "FileWarning", "Progress", "FINISHED", "discover", "content_id"]

@@ -198,6 +198,9 @@ class PreparedDocument:
     title_from_name: bool | None = None
     """Whether ``title`` is the file's stem rather than something the document says (a Markdown
     heading, PDF metadata); None: decide by comparing the title with the source's stem."""
+    warnings: list[str] = field(default_factory=list)
+    """What the loader could read only in part (``LoadedDocument.warnings``: a PDF page whose OCR
+    failed, pages skipped because OCR is not available); the file itself is stored."""
 
 
 class DocumentStore:

@@ -98,6 +98,8 @@ CLI = Catalog({
         "新增 {added}，更新 {updated}，未变 {unchanged}，移除 {removed}，文本块 {chunks}，失败 {failed}",
     "  failed: {path}: {error}": "  失败：{path}：{error}",
     "  skipped {n} file(s) of unsupported types": "  跳过了 {n} 个不支持的文件",
+    "  warning: {path}: {warning}": "  警告：{path}：{warning}",
+    "OCR page {page}/{pages} of {name}": "正在识别（OCR）{name} 第 {page}/{pages} 页",
     "files {done}/{total}, chunks {chunks_done}/{chunks_total}": "文件 {done}/{total}，文本块 {chunks_done}/{chunks_total}",
     ", about {time} left": "，约剩 {time}",
     "reading": "读取中",

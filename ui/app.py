@@ -302,13 +302,18 @@ tab_chat, tab_docs, tab_summary, tab_retrieval = st.tabs(
 # -- documents -------------------------------------------------------------------------------------------
 
 def progress_text(p) -> str:
-    """``2/5 files · 120/300 chunks · about 1 min 5 s left · report.pdf: embedding``"""
+    """``2/5 files · 120/300 chunks · about 1 min 5 s left · report.pdf: embedding``; while a
+    scanned PDF is OCR'd: ``… · OCR page 3/12 of scan.pdf``"""
     parts = [_("{done}/{total} files", done=p.done, total=p.total)]
     if p.chunks_total:
         parts.append(_("{done}/{total} chunks", done=p.chunks_done, total=p.chunks_total))
     if p.eta_s is not None:
         parts.append(_("about {time} left", time=format_duration(p.eta_s, i18n.language())))
-    if p.name:
+    if p.name and p.status == "ocr":
+        page, pages = getattr(p, "page", 0), getattr(p, "pages", 0)
+        parts.append(_("OCR page {page}/{pages} of {name}", page=page, pages=pages, name=p.name) if page
+                     else f"{p.name}: {ui.status_text('reading')}")
+    elif p.name:
         parts.append(f"{p.name}: {ui.status_text(p.status)}")
     return " · ".join(parts)
 
@@ -422,7 +427,7 @@ with tab_docs:
                     def on_reindex(p) -> None:
                         bar.progress(min(p.fraction, 1.0), text=progress_text(services.UploadProgress(
                             Path(p.path).name, p.status, p.done, p.total, p.chunks_done, p.chunks_total,
-                            p.fraction, p.eta_s)))
+                            p.fraction, p.eta_s, page=p.page, pages=p.pages)))
 
                     result = services.reindex(kb, rebuild=rebuild, doc_ids=doc_ids, progress=on_reindex)
                     r = result.report

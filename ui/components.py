@@ -195,6 +195,9 @@ def render_upload_outcomes(outcomes: Sequence[Any]) -> None:
             (st.success if o.status in ("added", "updated") else st.info)(text, icon=icon)
         else:
             st.error(text, icon=icon)
+        for warning in getattr(o, "warnings", ()):  # added, but read only in part
+            st.warning(f"**{o.name}** — " + _("read only in part: {warning}", warning=warning),
+                       icon=":material/warning:")
 
 
 def when(ts: float | None) -> str:

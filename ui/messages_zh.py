@@ -97,6 +97,7 @@ MESSAGES: dict[str, str] = {
     "{done}/{total} files": "文件 {done}/{total}",
     "{done}/{total} chunks": "文本块 {done}/{total}",
     "about {time} left": "约剩 {time}",
+    "OCR page {page}/{pages} of {name}": "正在识别（OCR）{name} 第 {page}/{pages} 页",
     ", ": "，",
     "Adding the files failed: {error}": "添加文件失败：{error}",
     "**Last upload** — {summary}": "**上次上传**——{summary}",
@@ -150,6 +151,7 @@ MESSAGES: dict[str, str] = {
     "same content as {first}, which could not be stored: {reason}": "与 {first} 内容相同，而后者未能存入：{reason}",
     "same content as {first} in this upload; stored once.": "与本次上传中的 {first} 内容相同；只存了一份。",
     " (saved as {name})": "（保存为 {name}）",
+    "read only in part: {warning}": "只读取了部分内容：{warning}",
     # -- chat
     "**No documents yet.** Open the **Documents** tab and drop PDF, Word, HTML, Markdown or text files there; then "
     "ask questions here. Answers cite the passages they use [1], [2] …":

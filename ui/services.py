@@ -354,6 +354,9 @@ class UploadOutcome:
     values: dict = field(default_factory=dict)
     renamed_to: str | None = None
     """The name it was saved under, when that differs from the one sent."""
+    warnings: list[str] = field(default_factory=list)
+    """What an added or updated file lacks, in English as the loader says it (a PDF page
+    whose OCR failed, pages skipped because OCR is not available)."""
 
     @property
     def ok(self) -> bool:
@@ -391,13 +394,17 @@ class UploadProgress:
     name: str
     """The file the last event was about (the name the browser sent)."""
     status: str
-    """An UploadOutcome status when the file is finished, else ``reading`` or ``embedding``."""
+    """An UploadOutcome status when the file is finished, else ``reading``, ``ocr`` or
+    ``embedding``."""
     done: int
     total: int
     chunks_done: int = 0
     chunks_total: int = 0
     fraction: float = 0.0
     eta_s: float | None = None
+    page: int = 0
+    pages: int = 0
+    """With ``status="ocr"``: the page of a scanned PDF being OCR'd, of ``pages`` to OCR."""
 
 
 def supported_suffixes() -> list[str]:
@@ -419,10 +426,12 @@ def ingest_uploads(
     * content already in the knowledge base → ``duplicate`` ("already in the knowledge base as
       ..."), not saved again; the same content twice in one upload is stored once and noted;
     * everything else is saved under ``<kb>/uploads/`` and ingested; a file the loaders
-      reject is ``failed`` with the reason, and its saved copy is removed again.
+      reject is ``failed`` with the reason, and its saved copy is removed again; a file read
+      only in part (a scanned page whose OCR failed) is added, with ``warnings``.
 
     ``progress(UploadProgress)`` is called as each file is finished and, while files are being
-    ingested, as each is read and each slice of its chunks is embedded.
+    ingested, as each is read, as each page of a scanned PDF is OCR'd (``status="ocr"``, with
+    ``page``/``pages``) and as each slice of its chunks is embedded.
     """
     from ingest.loaders import SUPPORTED_SUFFIXES
     from ingest.pipeline import content_id
@@ -502,7 +511,8 @@ def ingest_uploads(
             if result is None:
                 return
             share = (before + p.fraction * len(to_ingest)) / max(total, 1)
-            figures = dict(chunks_done=p.chunks_done, chunks_total=p.chunks_total, eta_s=p.eta_s)
+            figures = dict(chunks_done=p.chunks_done, chunks_total=p.chunks_total, eta_s=p.eta_s,
+                           page=getattr(p, "page", 0), pages=getattr(p, "pages", 0))
             if not p.finished:
                 tell(name=result.name, status=p.status, fraction=share, **figures)
                 return
@@ -512,6 +522,10 @@ def ingest_uploads(
             tick(result)
 
         report = kb.add(list(to_ingest), progress=on_progress)
+        for warning in getattr(report, "warnings", ()):
+            result = to_ingest.get(str(Path(warning.path).resolve())) or to_ingest.get(warning.path)
+            if result is not None:
+                result.warnings.append(warning.warning)
         for failure in report.failed:  # failures the progress callback did not see
             result = to_ingest.get(str(Path(failure.path).resolve())) or to_ingest.get(failure.path)
             if result is not None and result.status == "pending":

@@ -16,6 +16,7 @@ data classes and clean-up helpers are in ``document``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from ingest.errors import (
     DocumentError,
@@ -54,8 +55,13 @@ FILE_TYPES = {
 }
 
 
-def load_document(path: str | Path, max_bytes: int | None = None) -> LoadedDocument:
+def load_document(path: str | Path, max_bytes: int | None = None,
+                  on_page: Callable[[int, int], None] | None = None) -> LoadedDocument:
     """Read ``path`` into a :class:`LoadedDocument`.
+
+    ``on_page(n, total)``: for a PDF with pages that have no usable text layer, called as OCR of
+    the n-th (1-based) of those ``total`` pages begins (OCR takes seconds a page); not called
+    for other files. What was read only in part is in ``LoadedDocument.warnings``.
 
     Raises a :class:`DocumentError` subclass (and nothing else) when the file cannot be read:
     :class:`UnsupportedFileType`, :class:`FileTooLarge` (checked before reading),
@@ -82,7 +88,7 @@ def load_document(path: str | Path, max_bytes: int | None = None) -> LoadedDocum
                 f"file is {_human_size(size)}, over the limit of {_human_size(max_bytes)}",
             )
         if suffix == ".pdf":
-            doc = load_pdf(path, size)
+            doc = load_pdf(path, size, on_page)
         elif suffix == ".docx":
             doc = load_docx(path, size)
         elif suffix in HTML_SUFFIXES:

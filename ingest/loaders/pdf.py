@@ -9,7 +9,10 @@ A page without a usable text layer (a scan: no text at all, or a garbled one, mo
 or replacement characters, or no letters) is rendered and read by OCR (:mod:`ingest.ocr`), page
 by page, and marked ``Page.ocr``; blank pages are not OCR'd. A page whose OCR fails, and pages
 skipped because OCR is not available, are listed in ``LoadedDocument.warnings`` and the rest is
-read; only a PDF in which no page has text is refused (:class:`NoTextLayer`)."""
+read; only a PDF in which no page has text is refused (:class:`NoTextLayer`).
+
+``on_page(n, total)`` (optional) is told as OCR of each such page begins: the n-th (1-based) of
+the ``total`` pages that have no usable text layer (a scan of 12 pages: 1 of 12 ... 12 of 12)."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import math
 import re
 import unicodedata
 from pathlib import Path
+from typing import Callable
 
 from ingest.errors import EmptyDocument, EncryptedPdf, NoTextLayer, UnreadableFile
 from ingest.loaders.document import CJK, LoadedDocument, Page, clean_text
@@ -288,9 +292,15 @@ class _OcrOutcome:
         self.drawn = 0  # pages with something on them to read
 
 
-def _ocr_pages(pdf, doc: LoadedDocument, pending: list[tuple[int, str]]) -> _OcrOutcome:
+OnPage = Callable[[int, int], None]
+"""``on_page(n, total)``: OCR of the n-th of ``total`` pages to OCR begins."""
+
+
+def _ocr_pages(pdf, doc: LoadedDocument, pending: list[tuple[int, str]],
+               on_page: OnPage | None = None) -> _OcrOutcome:
     """OCR the pages in ``pending`` ((page index, problem) pairs) in place on ``doc``: an OCR'd
-    page gets the recognised text and ``ocr=True``; a page that could not be read, a warning."""
+    page gets the recognised text and ``ocr=True``; a page that could not be read, a warning.
+    ``on_page(n, len(pending))`` is called before the n-th page is drawn and read."""
     from ingest import ocr
 
     outcome = _OcrOutcome()
@@ -298,7 +308,9 @@ def _ocr_pages(pdf, doc: LoadedDocument, pending: list[tuple[int, str]]) -> _Ocr
     problems = dict(pending)
     recognised: dict[int, tuple[list, float]] = {}  # page index -> (OCR'd lines, page height)
     sizes: dict[int, tuple[float, float]] = {}  # page index -> (width, height) in points
-    for index, problem in pending:
+    for n, (index, problem) in enumerate(pending, start=1):
+        if on_page is not None:
+            on_page(n, len(pending))
         page = doc.pages[index]
         layout = page.layout
         if problem == "garbled":
@@ -377,7 +389,7 @@ def _has_text(doc: LoadedDocument) -> bool:
     return any(p.text.strip() for p in doc.pages)
 
 
-def load_pdf(path: Path, size: int) -> LoadedDocument:
+def load_pdf(path: Path, size: int, on_page: OnPage | None = None) -> LoadedDocument:
     if size == 0:
         raise UnreadableFile(path, "the file is empty (0 bytes), not a valid PDF")
     import pypdfium2 as pdfium
@@ -406,7 +418,7 @@ def load_pdf(path: Path, size: int) -> LoadedDocument:
             problem = _text_problem(text)
             if problem:
                 pending.append((layout.page_index, problem))
-        outcome = _ocr_pages(pdf, doc, pending) if pending else _OcrOutcome()
+        outcome = _ocr_pages(pdf, doc, pending, on_page) if pending else _OcrOutcome()
     finally:
         pdf.close()
     if not _has_text(doc):
