@@ -48,9 +48,10 @@ SCAN_PAGES = [
 # Makers.
 
 
-def _text_pdf(pages: list[list[str]], head: str | None = None) -> bytes:
+def _text_pdf(pages: list[list[str]], head: str | None = None, head_right: str | None = None) -> bytes:
     """Small pages of lines in a CJK TrueType font (embedded), with a real text layer; with
-    ``head``, a running head at the top and the page number at the bottom of each page."""
+    ``head``, a running head at the top and the page number at the bottom of each page; with
+    ``head_right`` (``{n}``: the page number), more of the head at the right end of its line."""
     from reportlab.pdfgen import canvas
 
     font = _cjk_font()
@@ -60,6 +61,8 @@ def _text_pdf(pages: list[list[str]], head: str | None = None) -> bytes:
         if head is not None:
             c.setFont(font, 9)
             c.drawString(30, PAGE[1] - 18, head)
+            if head_right is not None:
+                c.drawRightString(PAGE[0] - 30, PAGE[1] - 18, head_right.format(n=number))
             c.drawCentredString(PAGE[0] / 2, 14, str(number))
         y = PAGE[1] - 46
         for k, line in enumerate(lines):
@@ -71,9 +74,9 @@ def _text_pdf(pages: list[list[str]], head: str | None = None) -> bytes:
     return buf.getvalue()
 
 
-def _scanned_pdf(pages: list[list[str]], head: str | None = None) -> bytes:
+def _scanned_pdf(pages: list[list[str]], head: str | None = None, head_right: str | None = None) -> bytes:
     """The same pages as images only: rendered at 200 dpi and saved as a PDF by Pillow."""
-    doc = pdfium.PdfDocument(_text_pdf(pages, head))
+    doc = pdfium.PdfDocument(_text_pdf(pages, head, head_right))
     try:
         images = [doc[i].render(scale=DPI / 72.0).to_pil().convert("RGB") for i in range(len(doc))]
     finally:
@@ -180,6 +183,17 @@ def test_running_heads_and_page_numbers_of_scanned_pages_are_left_out(engine, tm
         assert head not in page.text and "Scanned Notes" not in page.text, page.text
         assert page.text.split("\n")[-1] != str(page.number), page.text
         assert char_accuracy(page.text, "\n".join(lines)) >= 0.95, page.text
+
+
+def test_a_running_head_split_by_its_gap_is_left_out_whole(engine, tmp_path):
+    """A head with a title at the left and the page number at the right of one line: OCR reads
+    two lines side by side, and both are running head."""
+    path = tmp_path / "journal.pdf"
+    path.write_bytes(_scanned_pdf([*SCAN_PAGES, SCAN_PAGES[0]], head="Scanned Notes on OCR",
+                                  head_right="第 {n} 页"))
+    doc = load_document(path)
+    for page in doc.pages:
+        assert "Scanned Notes" not in page.text and not re.search(r"第\s*\d+\s*页", page.text), page.text
 
 
 def _layer_texts(path: Path) -> list[str]:

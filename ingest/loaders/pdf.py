@@ -213,20 +213,26 @@ def _page_list(numbers: list[int]) -> str:
 
 
 def _edge_lines(lines, height: float) -> list[tuple[str, object]]:
-    """The top line of an OCR'd page if it lies in the top band, and its bottom line if it lies
-    in the bottom band (pdf_layout.BAND), as (band, line): where running heads, footers and page
-    numbers stand."""
+    """The top row of an OCR'd page if it lies in the top band, and its bottom row if it lies in
+    the bottom band (pdf_layout.BAND), as (band, line) for each line of the row: where running
+    heads, footers and page numbers stand. A row, because a head with a wide gap in it (a title
+    left, "第 3 页" right) comes out of OCR as two lines side by side."""
     from ingest.loaders.pdf_layout import BAND
 
     if len(lines) < 2:
         return []
+
+    def same_row(line, edge) -> bool:
+        overlap = min(line.box[3], edge.box[3]) - max(line.box[1], edge.box[1])
+        return overlap >= 0.5 * min(line.box[3] - line.box[1], edge.box[3] - edge.box[1])
+
     out = []
     first = min(lines, key=lambda ln: ln.box[1])
     if first.box[3] <= BAND * height:
-        out.append(("top", first))
+        out += [("top", ln) for ln in lines if same_row(ln, first)]
     last = max(lines, key=lambda ln: ln.box[3])
     if last is not first and last.box[1] >= (1 - BAND) * height:
-        out.append(("bottom", last))
+        out += [("bottom", ln) for ln in lines if same_row(ln, last) and not same_row(ln, first)]
     return out
 
 
@@ -236,19 +242,19 @@ def _ocr_furniture(pages: dict[int, tuple[list, float]], known: set[tuple[str, s
     (digits as ``#``) is that of the text layer's running heads (``known``: (band, key) pairs)
     or recurs at that edge on :data:`~ingest.loaders.pdf_layout.REPEAT_SHARE` of the OCR'd pages
     (and on two or more)."""
-    from ingest.loaders.pdf_layout import REPEAT_SHARE, _furniture_key, _is_page_number
+    from ingest.loaders.pdf_layout import REPEAT_SHARE, furniture_key, is_page_number
 
     edges = {index: _edge_lines(lines, height) for index, (lines, height) in pages.items()}
     seen: dict[tuple[str, str], set[int]] = {}
     for index, found in edges.items():
         for band, ln in found:
-            seen.setdefault((band, _furniture_key(ln.text)), set()).add(index)
+            seen.setdefault((band, furniture_key(ln.text)), set()).add(index)
     need = max(2, math.ceil(REPEAT_SHARE * len(pages)))
     out: set[int] = set()
     for found in edges.values():
         for band, ln in found:
-            key = (band, _furniture_key(ln.text))
-            if _is_page_number(ln.text) or key in known or len(seen[key]) >= need:
+            key = (band, furniture_key(ln.text))
+            if is_page_number(ln.text) or key in known or len(seen[key]) >= need:
                 out.add(id(ln))
     return out
 
@@ -350,10 +356,10 @@ def _ocr_pages(pdf, doc: LoadedDocument, pending: list[tuple[int, str]],
         recognised[index] = (lines, layout.height)
         sizes[index] = (layout.width, layout.height)
     # Running heads, footers and page numbers of the OCR'd pages, as the text layer's are.
-    from ingest.loaders.pdf_layout import _furniture_key
+    from ingest.loaders.pdf_layout import furniture_key
 
     known = {
-        ("top" if line.box.top < 0.5 * p.layout.height else "bottom", _furniture_key(line.text))
+        ("top" if line.box.top < 0.5 * p.layout.height else "bottom", furniture_key(line.text))
         for p in doc.pages
         if p.layout is not None
         for line in p.layout.header_footer_lines

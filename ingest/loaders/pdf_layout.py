@@ -839,11 +839,11 @@ _PAGE_NUMBER = re.compile(
 _DIGITS = re.compile(r"[0-9０-９]+")
 
 
-def _furniture_key(text: str) -> str:
+def furniture_key(text: str) -> str:
     return _DIGITS.sub("#", "".join(text.split()).lower())
 
 
-def _is_page_number(text: str) -> bool:
+def is_page_number(text: str) -> bool:
     text = text.strip()
     if len(text) > 24:
         return False
@@ -877,7 +877,7 @@ def _find_furniture(results: list[_PageResult]) -> dict[int, set[int]]:
     for r in with_text:
         index = r.layout.page_index
         for c in r.candidates:
-            seen.setdefault((c.band, _furniture_key(c.line.text)), set()).add(index)
+            seen.setdefault((c.band, furniture_key(c.line.text)), set()).add(index)
             if index in bodied:
                 places[c.band].append((c.edge, index))
         everything["top"].extend((y, index) for y in r.tops)
@@ -895,8 +895,8 @@ def _find_furniture(results: list[_PageResult]) -> dict[int, set[int]]:
     for r in with_text:
         for c in r.candidates:
             if (
-                len(seen[(c.band, _furniture_key(c.line.text))]) >= need
-                or _is_page_number(c.line.text)
+                len(seen[(c.band, furniture_key(c.line.text))]) >= need
+                or is_page_number(c.line.text)
                 or same_place(c, r.layout.page_index)
             ):
                 out.setdefault(r.layout.page_index, set()).add(c.row)
