@@ -1,5 +1,6 @@
-"""Layout-aware PDF reading (ingest/loaders/pdf_layout.py, PDFium) against today's PDF loader
-(ingest/loaders/pdf.py, pypdf): speed, and reading order on two-column pages.
+"""Layout-aware PDF reading (ingest/loaders/pdf_layout.py, PDFium) against pypdf's text
+extraction (what the PDF loader used before it moved to the layout reader): speed, and reading
+order on two-column pages.
 
     .venv/bin/python bench/pdf_layout.py                  # the generated samples only
     .venv/bin/python bench/pdf_layout.py a.pdf b.pdf      # and these files
@@ -11,8 +12,8 @@ and abstract spanning both columns, a running head and page numbers; and, when L
 installed, a real two-column LibreOffice PDF (40 paragraphs P01..P40, header, page numbers).
 
 For every PDF, pages per second (best of ``--repeat`` runs, one process, warm caches) of
-  pypdf     ``page.extract_text()`` on every page (what the loader calls),
-  loader    ``load_pdf`` (pypdf plus the loader's tidying),
+  pypdf     ``page.extract_text()`` on every page (the old loader's reading),
+  loader    ``load_pdf`` (the layout reader plus the loader's tidying; OCR only for scans),
   layout    ``read_layout`` (characters, lines, columns, running heads, boxes).
 Order checks: on the reportlab sample, whether every page reads its left column wholly before
 its right one and keeps the running head out of the body; on the LibreOffice sample, whether

@@ -35,7 +35,7 @@ class EncryptedPdf(DocumentError):
 
 
 class NoTextLayer(DocumentError):
-    """The file has no extractable text (a scanned PDF, say) and OCR is not available."""
+    """No page of the PDF has text: no text layer and OCR is not available, or OCR found none."""
 
 
 class EmptyDocument(DocumentError):

@@ -1,7 +1,7 @@
 """Read one file into plain text: ``load_document(path) -> LoadedDocument``.
 
-Supported: plain text and Markdown (``.txt``, ``.md``, ``.markdown``), PDF (text layer, via
-pypdf), Word (``.docx``, via python-docx) and HTML (``.html``, ``.htm``, via BeautifulSoup + lxml).
+Supported: plain text and Markdown (``.txt``, ``.md``, ``.markdown``), PDF (the text layer in reading order via
+pypdfium2, scanned pages by offline OCR), Word (``.docx``, via python-docx) and HTML (``.html``, ``.htm``, via BeautifulSoup + lxml).
 
 Every problem with the file is reported as a :class:`ingest.errors.DocumentError` subclass naming
 the file and the reason; no other exception type leaves :func:`load_document`.
