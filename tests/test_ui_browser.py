@@ -331,3 +331,34 @@ def test_chinese_browser_gets_a_chinese_app_that_answers_while_files_are_added(s
                 raise
         finally:
             browser.close()
+
+
+def test_switching_the_language_keeps_every_choice(streamlit_server):
+    """The browser hands back a radio's choice as the label it shows: after switching to
+    Chinese, every choice must still be one of the options (an English label once became the
+    value, showed up as a third option and made answering fail with a ValueError)."""
+    executable = chromium_path()
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="en-US")
+            page.set_default_timeout(120_000)
+            page.goto(streamlit_server.url, wait_until="domcontentloaded")
+            page.get_by_text("Ask your documents").first.wait_for()
+            sidebar = page.locator('[data-testid="stSidebar"]')
+            sidebar.locator('[data-testid="stSelectbox"]').filter(has_text="Language").click()
+            page.locator('[role="option"]').filter(has_text="简体中文").first.click()
+            page.get_by_text("向你的文档提问").first.wait_for()
+            answer_with = page.get_by_role("radiogroup", name="回答方式")
+            answer_with.get_by_text("由模型作答").click()  # any interaction after the switch
+            page.wait_for_timeout(1500)
+            answer_with.get_by_text("摘录文档原文").click()
+            page.wait_for_timeout(1500)
+            budget = page.get_by_role("radiogroup", name="每次回答的上下文")
+            assert budget.locator("label").all_inner_texts() == ["快速：模型约 10 秒内能读完的量", "模型的整个窗口"]
+            assert budget.locator("input:checked").count() == 1
+            assert answer_with.locator("input:checked").count() == 1
+            assert page.locator('[data-testid="stException"]').count() == 0
+        finally:
+            browser.close()

@@ -105,9 +105,21 @@ def effective_settings(base: Settings, kb_dir: Path, reranker: str | None = None
     return s.model_copy(update={"model": model, "retrieval": retrieval, "answer": answer})
 
 
+TRANSLATED_CHOICES = ("model_source", "context_budget", "ui_language", "answer_mode", "summary_mode", "strategy")
+"""Keys of the radios and select boxes whose options are shown translated."""
+
 base = base_settings()
 init_state(base)
 i18n.choose_language(state.get("ui_language") or base.ui.language)
+if state.get("_choices_language") != i18n.language():
+    # The browser hands a radio's or select box's choice back as the label it shows. After a
+    # language change that label (in the old language) matches no option, and Streamlit would
+    # keep the label text itself as the value. Setting each choice again from here sends the
+    # browser the label in the new language.
+    for choice_key in TRANSLATED_CHOICES:
+        if choice_key in state:
+            state[choice_key] = state[choice_key]
+    state["_choices_language"] = i18n.language()
 
 
 # -- sidebar: knowledge bases ----------------------------------------------------------------------
