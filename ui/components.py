@@ -134,7 +134,8 @@ def render_retrieval_test(hits: Sequence[Any], threshold: float) -> None:
     st.caption(_("{kept} of {n} passages reach the threshold {threshold}: only those would be used to answer.",
                  kept=kept, n=len(hits), threshold=f"{threshold:.2f}"))
     for rank, hit in enumerate(hits, 1):
-        label = source_label({"n": rank, "file_name": hit.file_name, "page": hit.page, "source": hit.source})
+        label = source_label({"n": rank, "file_name": hit.file_name, "page": hit.page, "source": hit.source,
+                              "ocr": hit.ocr})
         label += " · " + _("relevance {score}", score=f"{hit.score:.2f}")
         if hit.score < threshold:
             label += " · " + _("below the threshold")
