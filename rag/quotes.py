@@ -71,13 +71,31 @@ def _word_chars(text: str) -> int:
     return len(_WORD_CHAR.findall(text))
 
 
+_SENTENCE_MARKS = re.compile(r"[，。；！？：,.;!?:、]")
+HEADING_MAX_CHARS = 30
+
+
+def _is_heading_line(text: str, start: int, end: int) -> bool:
+    """Whether ``text[start:end]`` is a line of its own that reads as a heading (``# …``, or
+    short with no sentence punctuation: a section title in a PDF), not a sentence to quote."""
+    line_start = text.rfind("\n", 0, start) + 1
+    line_end = text.find("\n", end)
+    line = text[line_start: len(text) if line_end < 0 else line_end].strip()
+    if line != text[start:end].strip():
+        return False
+    if line.startswith("#"):
+        return True
+    # a table row (cells between |) is data that may answer, not a heading
+    return len(line) <= HEADING_MAX_CHARS and "|" not in line and not _SENTENCE_MARKS.search(line)
+
+
 def passage_sentences(n: int, text: str) -> list[Sentence]:
     """The quotable sentences of passage ``n``: at least ``MIN_SENTENCE_CHARS`` letters, digits or
-    CJK characters (so a table's ``|---|---|`` row is never an answer), cut to
+    CJK characters (so a table's ``|---|---|`` row is never an answer), not a heading line, cut to
     ``MAX_SENTENCE_CHARS``. A passage of only tiny sentences is offered whole."""
     out = []
     for start, end in sentence_spans(text):
-        if _word_chars(text[start:end]) < MIN_SENTENCE_CHARS:
+        if _word_chars(text[start:end]) < MIN_SENTENCE_CHARS or _is_heading_line(text, start, end):
             continue
         end = min(end, start + MAX_SENTENCE_CHARS)
         out.append(Sentence(n, start, end, text[start:end]))

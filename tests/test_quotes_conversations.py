@@ -239,3 +239,13 @@ def test_conversation_store_keeps_odd_text_exactly_and_refuses_what_is_not_json(
         with pytest.raises(ValueError, match="plain JSON"):
             store.append(cid, bad)
     assert store.messages(cid) == [odd]  # nothing half-written
+
+
+def test_a_heading_line_is_not_quoted_as_a_sentence():
+    from rag.quotes import passage_sentences
+
+    text = "广茂铁路\n广茂铁路全长364.6公里，于2004年开通。\n# 线路概况\n| 型号 | 重量 |\n| ZX-1 | 5 kg |"
+    quoted = [s.text for s in passage_sentences(1, text)]
+    assert "广茂铁路" not in quoted and "# 线路概况" not in quoted
+    assert "广茂铁路全长364.6公里，于2004年开通。" in quoted
+    assert any("ZX-1" in q for q in quoted)  # a table row may answer
