@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from ingest import ocr
-from tests.test_loaders_pdf_ocr import SCAN_PAGES
+from tests.test_loaders_pdf_ocr import SCAN_PAGES, engine  # noqa: F401 - engine is a fixture used here
 
 THIRD_PAGE = [
     "第三页：向量检索",
@@ -32,14 +32,6 @@ THIRD_PAGE = [
 ]
 PAGES = [*SCAN_PAGES, THIRD_PAGE]
 FAILURE = "onnxruntime: out of memory (test)"
-
-
-@pytest.fixture(scope="module")
-def engine():
-    pytest.importorskip("rapidocr")
-    pytest.importorskip("reportlab")
-    ocr.reset_engine()
-    return ocr.load_engine()
 
 
 @pytest.fixture(scope="module")
