@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/questions.py                 # dev and test halves, default settings
     .venv/bin/python bench/questions.py --split test    # report the held-out half only
+    .venv/bin/python bench/questions.py --as-asked      # English questions searched as asked only
     .venv/bin/python bench/questions.py --translations  # English questions also searched as translated
     .venv/bin/python bench/questions.py --translate     # ... translated by the configured chat model
 
@@ -112,11 +113,31 @@ def found_at(hits, q: dict, gold) -> int | None:
     return None
 
 
+class GivenTranslations:
+    """A translator (rag.translate.QuestionTranslator's ``for_search``) that hands back the
+    translations written in bench/data for the question being asked (``asking``, its id)."""
+
+    def __init__(self, given: dict[str, str]) -> None:
+        self.given = given
+        self.asking: str | None = None
+
+    def for_search(self, retriever, question, doc_ids=None, config=None):
+        from rag.translate import Translation, language_to_search
+
+        target = language_to_search(retriever, question, doc_ids)
+        if target is None:
+            return None
+        text = self.given.get(self.asking)
+        return Translation(target, text, None if text else "no translation given")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--split", choices=["dev", "test", "both"], default="both")
     ap.add_argument("--manuals", action="store_true", help="also the Debian PDF manuals (English)")
     how = ap.add_mutually_exclusive_group()
+    how.add_argument("--as-asked", action="store_true",
+                     help="search English questions as asked only (no model, no dictionary rendering)")
     how.add_argument("--translations", action="store_true",
                      help="also search English questions as translated in bench/data/*.zh-translations.jsonl")
     how.add_argument("--translate", action="store_true",
@@ -147,41 +168,44 @@ def main(argv=None) -> int:
     threshold = kbs["full"][0].retriever.effective_threshold(Settings().retrieval.relevance_threshold)
     log(f"{len(asked)} questions; default threshold for {kbs['full'][0].embedder.name}: {threshold}")
 
-    translate = None
+    # As the product searches (rag.translate.search_with_translation): by default the stand-in
+    # cannot translate and English questions about Chinese text are also searched word by word
+    # (rag.dictionary); or as asked only, or with given translations, or with a model's.
+    from rag.translate import QuestionTranslator, TranslationCache, search_with_translation
+
+    translator = None
     if args.translations:
         given = {}
         for name in ("crosslang_en", "offtopic"):
             for line in (SETS / f"{name}.zh-translations.jsonl").read_text(encoding="utf-8").splitlines():
                 row = json.loads(line)
                 given[row["id"]] = row["translation"]
-        translate = lambda q: given.get(q.get("id"))  # noqa: E731
+        translator = GivenTranslations(given)
     elif args.translate:
-        from rag.translate import QuestionTranslator
-
         translator = QuestionTranslator(kbs["full"][0].model)
         if not translator.can_translate:
             sys.exit("--translate: the configured model is the stand-in, which cannot translate (DOCQA_MODEL__NAME)")
-        translate = lambda q: translator.translate(q["text"], "zh")  # noqa: E731
+    elif not args.as_asked:
+        translator = QuestionTranslator(None, cache=TranslationCache(ROOT / "bench" / "out" / "no-translations.sqlite"))
+    by: dict[str, int] = {}
 
     for q in asked:
         kb, gold = kbs[q["kb"]]
         passage_doc = gold[q["passage"]] if q.get("passage") is not None else None
-        hits = kb.retriever.search(q["text"], k=10, relevance_threshold=0.0)
-        if translate is not None and q["lang"] == "en" and q["kb"] == "full":
-            from rag.retrieval import fuse_hit_lists
-            from rag.translate import own_language_hits
-
-            text = translate(q)
-            if text:  # as rag.translate.search_with_translation does
-                translated = kb.retriever.search(text, k=10, relevance_threshold=0.0)
-                hits = fuse_hit_lists([own_language_hits(hits, q["text"]), translated], 10)
+        if isinstance(translator, GivenTranslations):
+            translator.asking = q.get("id")
+        hits, translation = search_with_translation(kb.retriever, translator, q["text"], 10, relevance_threshold=0.0)
+        if translation is not None:
+            key = translation.by if translation.text else "none"
+            by[key] = by.get(key, 0) + 1
         q["rank"] = found_at(hits, q, passage_doc)
         q["best_score"] = max((h.score for h in hits), default=0.0)
         if q["set"] == "cross-language":
             q["rank_dense"] = found_at(kb.retriever.search(q["text"], k=10, mode="dense", relevance_threshold=0.0),
                                        q, passage_doc)
 
-    figures: dict = {"threshold": threshold, "split": args.split, "sets": {}}
+    log(f"searched besides the question: {by}")
+    figures: dict = {"threshold": threshold, "split": args.split, "sets": {}, "translations": by}
     for name in dict.fromkeys(q["set"] for q in asked):
         for split in ("dev", "test"):
             group = [q for q in asked if q["set"] == name and q["split"] == split]
@@ -216,13 +240,14 @@ def main(argv=None) -> int:
     en_answerable, en_unanswerable = ("cross-language", "manuals"), ("off-topic-en", "degenerate-en", "offtopic-en-manuals")
     figures["curve_english"] = {}
     print("threshold → English answerable kept / English unanswerable refused (dev; test)"
-          + (" — English questions also searched as translated" if translate else ""))
+          + (" — English questions also searched as translated" if translator is not None else ""))
     for t in CURVE:
         dev = shares(t, en_answerable, en_unanswerable, "dev")
         test = shares(t, en_answerable, en_unanswerable, "test")
         figures["curve_english"][str(t)] = {"dev": dev, "test": test}
         print(f"  {t:4.2f}: {dev}; {test}")
-    figures["translated"] = "given" if args.translations else "model" if args.translate else None
+    figures["translated"] = ("given" if args.translations else "model" if args.translate
+                             else None if args.as_asked else "dictionary")
     for split in ("dev", "test"):
         kept, refused = shares(threshold, zh_answerable, zh_unanswerable, split)
         en_kept, en_refused = shares(threshold, en_answerable, en_unanswerable, split)

@@ -422,7 +422,8 @@ def register(sub) -> None:
     _add_rerank(p)
     p.add_argument("--translate", action="store_true",
                    help="load the chat model and also search each question's translation when the documents are in "
-                        "the other language (as ask does; cached per question)")
+                        "the other language (as ask does; cached per question); without a model that translates, an "
+                        "English question's words rendered by a dictionary")
     p.add_argument("--json", action="store_true",
                    help='one {"id", "hits": [...]} JSON object per line (with a reranker each hit has rerank_score '
                         'and hybrid_score)')

@@ -70,7 +70,7 @@ from rag.prompts_qa import (
     source_block,
 )
 from rag.retrieval import Hit, boxes_json, fuse_hit_lists, no_passage_message
-from rag.translate import own_language_hits, translation_dict
+from rag.translate import own_language_hits, search_translation, translation_dict
 
 MAX_HISTORY_TURNS = 4
 REWRITE_MAX_NEW_TOKENS = 96
@@ -375,10 +375,13 @@ class QAChain(EventChain):
         # exactly k passages, as the user asked; a larger window is used by widening them
         want = int(state["k"] or getattr(self.retriever, "k", None) or self.retriever.settings.k)
         queries = self._searched_for(state)
-        lists = [self.retriever.search(q, k=want, doc_ids=state["doc_ids"]) for q in queries]
         translation = state.get("translation")
-        if translation is not None and translation.text:  # it judges the other language's passages
-            lists = [own_language_hits(hits, q) for hits, q in zip(lists[:-1], queries)] + lists[-1:]
+        translated = translation is not None and bool(translation.text)
+        asked = queries[:-1] if translated else queries
+        lists = [self.retriever.search(q, k=want, doc_ids=state["doc_ids"]) for q in asked]
+        if translated:  # it judges the other language's passages
+            lists = [own_language_hits(hits, q) for hits, q in zip(lists, asked)]
+            lists.append(search_translation(self.retriever, translation, want, state["doc_ids"]))
         return lists[0] if len(lists) == 1 else fuse_hit_lists(lists, want)
 
     def _messages(self, question: str, history: list[tuple[str, str]], blocks: list[str], lang: str) -> list[BaseMessage]:

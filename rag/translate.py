@@ -16,8 +16,12 @@ Usage::
     result = translator.for_search(retriever, "When did the Longkou–Yantai railway open?")
     result.target, result.text, result.note                 # "zh", "龙烟铁路何时开通？", None
 
-The packaged stand-in (SmolLM2-135M) cannot translate Chinese: for it ``text`` is None and
-``note`` says so; the question is then searched as asked only.
+The packaged stand-in (SmolLM2-135M) cannot translate Chinese. For an English question about
+Chinese documents it (and a model whose reply is no translation) falls back to a word-by-word
+rendering through CC-CEDICT (rag.dictionary; ``by == "dictionary"``, with a ``note``): a bag of
+Chinese words, whose hits score lower than a sentence's, so their scores are scaled by
+:data:`DICTIONARY_SCORE_SCALE` before the relevance threshold. For a Chinese question about
+English documents no dictionary is used: ``text`` is None and ``note`` says why.
 """
 
 from __future__ import annotations
@@ -27,16 +31,22 @@ import os
 import sqlite3
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Literal, Sequence
 
 from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.output_parsers import StrOutputParser
 
+from rag.dictionary import english_to_chinese_words
 from rag.language import detect_language
 from rag.prompts_qa import clean_rewrite, defuse
 
+DICTIONARY_SCORE_SCALE = 1.45
+"""Hits for a word-by-word rendering (rag.dictionary) have their score multiplied by this (up to
+1) before the threshold: the bag of words matches passages less fully than a sentence, and this
+puts the default threshold where it keeps and refuses as for Chinese questions (dev half of
+bench/questions.py; docs/benchmarks.md)."""
 OTHER_LANGUAGE_SHARE = 0.25
 """Translate when at least this share of the chunks in scope is in the other language."""
 TRANSLATE_MAX_NEW_TOKENS = 128
@@ -65,6 +75,7 @@ class Translation:
     target: str
     text: str | None
     note: str | None = None
+    by: Literal["model", "dictionary"] = "model"
 
 
 class TranslationCache:
@@ -175,19 +186,20 @@ class QuestionTranslator:
         target = language_to_search(retriever, question, doc_ids)
         if target is None:
             return None
-        if not self.can_translate:
-            return Translation(target, None, stand_in_note(target))
-        text = self.translate(question, target, config)
-        if text is None:
-            return Translation(target, None, NO_TRANSLATION_NOTE)
-        return Translation(target, text)
+        text = self.translate(question, target, config) if self.can_translate else None
+        if text is not None:
+            return Translation(target, text)
+        words = english_to_chinese_words(question) if target == "zh" else None
+        if words:
+            return Translation(target, words, DICTIONARY_NOTE, by="dictionary")
+        return Translation(target, None, stand_in_note(target) if not self.can_translate else NO_TRANSLATION_NOTE)
 
 
 def translation_dict(translation: Translation | None) -> dict | None:
-    """How a result reports it: ``{"target", "text", "note"}`` or None."""
+    """How a result reports it: ``{"target", "text", "note", "by"}`` or None."""
     if translation is None:
         return None
-    return {"target": translation.target, "text": translation.text, "note": translation.note}
+    return {"target": translation.target, "text": translation.text, "note": translation.note, "by": translation.by}
 
 
 def stand_in_note(target: str) -> str:
@@ -200,6 +212,9 @@ def stand_in_note(target: str) -> str:
             "translation too.")
 
 
+DICTIONARY_NOTE = ("The documents are in Chinese and no model translated the question, so its words were also "
+                   "searched as rendered one by one by a dictionary (CC-CEDICT); Chinese-Alpaca-2 translates "
+                   "whole questions and finds more.")
 NO_TRANSLATION_NOTE = "The model gave no usable translation of the question; it was searched as asked only."
 
 
@@ -214,8 +229,20 @@ def search_with_translation(retriever: Any, translator: "QuestionTranslator | No
     asked = retriever.search(question, k=k, doc_ids=doc_ids, **search)
     if translation is None or not translation.text:
         return asked, translation
-    translated = retriever.search(translation.text, k=k, doc_ids=doc_ids, **search)
+    translated = search_translation(retriever, translation, k, doc_ids, **search)
     return fuse_hit_lists([own_language_hits(asked, question), translated], k), translation
+
+
+def search_translation(retriever: Any, translation: Translation, k: int, doc_ids: Sequence[str] | None = None,
+                       **search: Any) -> list:
+    """``retriever.search`` for the translation's text; a word-by-word rendering's scores scaled
+    by :data:`DICTIONARY_SCORE_SCALE` (not a reranker's) before the relevance threshold."""
+    if translation.by != "dictionary" or retriever.active_reranker() is not None:
+        return retriever.search(translation.text, k=k, doc_ids=doc_ids, **search)
+    threshold = retriever.effective_threshold(search.pop("relevance_threshold", None))
+    hits = retriever.search(translation.text, k=k, doc_ids=doc_ids, relevance_threshold=0.0, **search)
+    scaled = [replace(h, score=min(1.0, h.score * DICTIONARY_SCORE_SCALE)) for h in hits]
+    return [h for h in scaled if h.score >= threshold]
 
 
 def own_language_hits(hits: Sequence[Any], question: str) -> list:
@@ -236,4 +263,4 @@ def clean_translation(text: str) -> str:
 
 
 __all__ = ["QuestionTranslator", "Translation", "TranslationCache", "language_to_search", "clean_translation",
-           "search_with_translation", "translation_dict", "own_language_hits"]
+           "search_with_translation", "search_translation", "translation_dict", "own_language_hits"]

@@ -1,5 +1,5 @@
 """Questions in another language than the documents (rag.translate): searched as asked and as
-translated by the chat model, cached; the stand-in says it cannot translate."""
+translated by the chat model, cached; without one, word by word (rag.dictionary)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import pytest
 
 from rag.retrieval import Hit, fuse_hit_lists
 from rag.testing import fake_loaded_model
+from rag.dictionary import english_to_chinese_words
 from rag.translate import (
+    DICTIONARY_NOTE,
     NO_TRANSLATION_NOTE,
     QuestionTranslator,
     TranslationCache,
@@ -100,7 +102,7 @@ def test_an_english_question_about_chinese_documents_searches_its_translation(kb
     kb.model = fake_loaded_model(4096, 64, responder=translating())
     result = kb.ask(PANDA_EN, mode="generate")
     assert result["searched_for"] == [PANDA_EN, PANDA_ZH]
-    assert result["translation"] == {"target": "zh", "text": PANDA_ZH, "note": None}
+    assert result["translation"] == {"target": "zh", "text": PANDA_ZH, "note": None, "by": "model"}
     assert result["sources"][0]["file_name"] == "panda.md"
     assert len(kb.model.chat_model.calls) == 2  # one translation, one answer
     # a Chinese question about Chinese documents: nothing to translate
@@ -121,16 +123,21 @@ def test_the_translation_scores_the_answer_as_a_chinese_question_would(kb):
     assert hits[0].score > max((h.score for h in asked), default=0.0) + 0.2
 
 
-def test_the_stand_in_says_it_cannot_translate(kb):
+def test_the_stand_in_is_not_asked_to_translate_the_dictionary_is(kb):
     stand_in = fake_loaded_model(4096, 64, responder=translating())
     stand_in.is_stand_in = True
     kb.model = stand_in
     result = kb.ask(PANDA_EN, mode="generate")
-    assert result["translation"] == {"target": "zh", "text": None, "note": stand_in_note("zh")}
-    assert result["searched_for"] == [PANDA_EN]
+    words = english_to_chinese_words(PANDA_EN)
+    assert result["translation"] == {"target": "zh", "text": words, "note": DICTIONARY_NOTE, "by": "dictionary"}
+    assert result["searched_for"] == [PANDA_EN, words]
+    assert result["sources"][0]["file_name"] == "panda.md"
     assert not any("<question>" in c.user_text for c in stand_in.chat_model.calls)
-    quoted = kb.ask(PANDA_EN, mode="quote")  # quote mode loads no model: it says so too
-    assert quoted["translation"]["note"] == stand_in_note("zh")
+    quoted = kb.ask(PANDA_EN, mode="quote")  # quote mode loads no model: the dictionary too
+    assert quoted["translation"]["by"] == "dictionary" and quoted["sources"][0]["file_name"] == "panda.md"
+    # nothing the dictionary can render: the note says no model could translate
+    bare = kb.ask("What is Zyxwv Qwrtp?", mode="quote")
+    assert bare["translation"] == {"target": "zh", "text": None, "note": stand_in_note("zh"), "by": "model"}
 
 
 def test_translation_can_be_switched_off(tmp_path):
@@ -150,8 +157,10 @@ def test_a_failing_model_leaves_the_question_as_asked(kb):
             raise RuntimeError("model crashed")
         return "回答[1]"
     kb.model = fake_loaded_model(4096, 64, responder=broken)
-    result = kb.ask(PANDA_EN, mode="generate")
-    assert result["translation"]["note"] == NO_TRANSLATION_NOTE and result["searched_for"] == [PANDA_EN]
+    result = kb.ask("What is Zyxwv Qwrtp?", mode="generate")  # nothing a dictionary renders either
+    assert result["translation"]["note"] == NO_TRANSLATION_NOTE and result["searched_for"] == ["What is Zyxwv Qwrtp?"]
+    result = kb.ask(PANDA_EN, mode="generate")  # the dictionary stands in for the failed model
+    assert result["translation"]["by"] == "dictionary" and result["sources"][0]["file_name"] == "panda.md"
 
 
 def test_cli_retrieve_translate(kb, monkeypatch, capsys, tmp_path):

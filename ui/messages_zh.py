@@ -215,6 +215,10 @@ MESSAGES: dict[str, str] = {
     "translation too.":
         "文档是英文，问题不是。当前没有能翻译问题的模型（替身模型不能翻译），所以只按原问题检索；"
         "配置 Chinese-Alpaca-2 后会同时检索问题的译文。",
+    "The documents are in Chinese and no model translated the question, so its words were also searched as "
+    "rendered one by one by a dictionary (CC-CEDICT); Chinese-Alpaca-2 translates whole questions and finds more.":
+        "文档是中文，没有模型翻译这个问题，所以还用词典（CC-CEDICT）逐词译成中文一并检索；"
+        "Chinese-Alpaca-2 能翻译整个问题，找得更准。",
     "The model gave no usable translation of the question; it was searched as asked only.":
         "模型没有给出可用的问题译文，所以只按原问题检索。",
     "No passage of the chosen documents was relevant enough; nothing was cited.":
