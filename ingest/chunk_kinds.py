@@ -1,10 +1,12 @@
-"""What a chunk is, beyond its text: body text, a reference list, or text repeated in the document.
+"""What a chunk is, beyond its text: body text, a reference list, text repeated in the document,
+or an abstract in the other language.
 
 A reference list shares names, years and title words with many questions and, in a Chinese paper,
-is often the only English text, so an English question lands on it. Text repeated on every page
-(a disclaimer, a form's fixed wording) matches the same questions many times over. Both are kept
-(a question about the references still finds them) but marked at ingest, and retrieval ranks them
-low (rag.retrieval.LOW_RANK_WEIGHT).
+is often the only English text, so an English question lands on it. So does the English title and
+abstract of a Chinese paper, which names the topic of every page but answers few questions. Text
+repeated on every page (a disclaimer, a form's fixed wording) matches the same questions many
+times over. All are kept (a question about the references or the abstract still finds them) but
+marked at ingest, and retrieval ranks them low (rag.retrieval.LOW_RANK_WEIGHT).
 
 Usage::
 
@@ -19,6 +21,11 @@ import re
 from typing import Sequence
 
 BODY, REFERENCES, REPEATED = "body", "references", "repeated"
+OTHER_LANGUAGE_ABSTRACT = "other-language-abstract"
+ABSTRACT_MARK = re.compile(r"^\s*(?:abstract|summary|key\s*words?|摘\s*要|关\s*键\s*词|關\s*鍵\s*詞)\s*[:：.]?", re.I | re.M)
+"""A line that opens an abstract or its keywords (Abstract: / Key words / 摘要 / 关键词)."""
+DOCUMENT_LANGUAGE_SHARE = 0.6
+"""A document is in one language when at least this share of its chunks' text is in it."""
 
 _NUMBER = r"(?:[0-9]{1,2}(?:\.[0-9]{1,2})*|[一二三四五六七八九十]+)"
 REFERENCE_HEADING = re.compile(
@@ -78,10 +85,34 @@ def _after_heading_line(text: str) -> str | None:
     return None
 
 
+def _other_language_abstracts(texts: Sequence[str], headings: Sequence[str]) -> set[int]:
+    """Indexes of the chunks that hold an abstract (or its title and keywords) in another language
+    than the document's: in a chunk of that language that has an abstract or keyword line, or
+    follows such a chunk without a change of language or section."""
+    from rag.language import detect_language
+
+    languages = [detect_language(t) for t in texts]
+    # Chinese characters and English words, so that a page of each weighs about the same
+    sizes = [len(re.findall(r"[\u4e00-\u9fff]|[A-Za-z]+", t)) for t in texts]
+    total = sum(sizes) or 1
+    main = next((lang for lang in ("zh", "en")
+                 if sum(n for n, l in zip(sizes, languages) if l == lang) >= DOCUMENT_LANGUAGE_SHARE * total), None)
+    found: set[int] = set()
+    for i, (text, language) in enumerate(zip(texts, languages)):
+        if main is None or language == main:
+            continue
+        heading = headings[i] if i < len(headings) else ""
+        if ABSTRACT_MARK.search(text) or ABSTRACT_MARK.search(heading.split(">")[-1]):
+            found.add(i)
+        elif i - 1 in found and heading == (headings[i - 1] if i - 1 < len(headings) else ""):
+            found.add(i)  # the abstract goes on in the next chunk
+    return found
+
+
 def chunk_kinds(texts: Sequence[str], headings: Sequence[str] | None = None) -> list[str]:
     """The kind of each chunk of one document, in document order: :data:`BODY`,
-    :data:`REFERENCES` or :data:`REPEATED` (the same text, page numbers and spaces aside, as an
-    earlier chunk of the document)."""
+    :data:`REFERENCES`, :data:`REPEATED` (the same text, page numbers and spaces aside, as an
+    earlier chunk of the document) or :data:`OTHER_LANGUAGE_ABSTRACT`."""
     headings = list(headings) if headings is not None else [""] * len(texts)
     kinds: list[str] = []
     in_references = False  # after a reference heading line in the text
@@ -116,7 +147,10 @@ def chunk_kinds(texts: Sequence[str], headings: Sequence[str] | None = None) -> 
                 kind = REPEATED
             seen.add(key)
         kinds.append(kind)
+    for i in _other_language_abstracts(texts, headings):
+        if kinds[i] == BODY:
+            kinds[i] = OTHER_LANGUAGE_ABSTRACT
     return kinds
 
 
-__all__ = ["BODY", "REFERENCES", "REPEATED", "chunk_kinds", "looks_like_references"]
+__all__ = ["BODY", "REFERENCES", "REPEATED", "OTHER_LANGUAGE_ABSTRACT", "chunk_kinds", "looks_like_references"]

@@ -6,8 +6,11 @@ How a cut is chosen
 -------------------
 Each page is split separately (a chunk never spans two PDF pages) and each page into *sections*
 at Markdown heading lines (``# ...``, outside fenced code blocks); a heading with nothing under it
-is merged into the next section. Within a section, candidate cut points are marked with a
-strength:
+is merged into the next section. A section is cut once more where its language changes for at
+least :data:`LANGUAGE_RUN_UNITS` Chinese characters or English words (the English title and
+abstract of a Chinese paper, a Chinese summary in an English report): a chunk in one language is
+embedded, matched by BM25 and marked (ingest.chunk_kinds) as what it is. Within a section, candidate
+cut points are marked with a strength:
 
 0. paragraph break (a blank line),
 1. sentence end: ``。！？；!?;…`` / ``……`` / ``...``, or ``.`` followed by whitespace, always
@@ -85,6 +88,11 @@ __all__ = ["ChunkDraft", "split_document", "split_spans", "split_text"]
 CountTokens = Callable[[str], int]
 
 PARAGRAPH, SENTENCE, LINE, CLAUSE, WORD = range(5)
+LANGUAGE_RUN_UNITS = 40
+"""Chinese characters plus English words a run of lines in the other language needs to be cut
+from the text around it (a quoted English title or a term list inside Chinese text is not)."""
+_CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
 
 _CLOSERS = "”’」』）)】》〉\"'］]｝}〕〗"
 _SENTENCE_END = re.compile(
@@ -159,9 +167,63 @@ def split_document(
         for start, end, section_heading, heading_end in _sections(text):
             if section_heading is not None:
                 heading = section_heading
-            for chunk in _section_chunks(text[start:end], counter, overlap_tokens, heading_end):
-                chunks.append(ChunkDraft(chunk, page.number, heading, len(chunks)))
+            section = text[start:end]
+            for run_start, run_end, run_heading_end in _language_runs(section, heading_end):
+                for chunk in _section_chunks(section[run_start:run_end], counter, overlap_tokens, run_heading_end):
+                    chunks.append(ChunkDraft(chunk, page.number, heading, len(chunks)))
     return chunks
+
+
+def _line_language(line: str) -> str | None:
+    """``zh``, ``en`` or None (too little text to tell: a number, a short label, a table row)."""
+    if "|" in line:
+        return None
+    chinese, english = len(_CJK_CHAR.findall(line)), len(_LATIN_WORD.findall(line))
+    if chinese + english < 3:
+        return None
+    return "zh" if chinese >= 0.2 * (chinese + english) else "en"
+
+
+def _language_runs(section: str, heading_end: int) -> list[tuple[int, int, int]]:
+    """``(start, end, heading_end)`` of the parts of ``section`` in one language each: runs of
+    lines (outside code fences) of at least :data:`LANGUAGE_RUN_UNITS`, shorter runs joined to
+    the run before them. Lines too short to tell (a number, "1 结果") go with the run after
+    them; only the first part keeps the section's heading."""
+    runs: list[list] = []  # [language, start, end, units]
+    pending: int | None = None  # start of the lines too short to tell, not yet in a run
+    offset = 0
+    in_fence = False
+    for line in section.splitlines(keepends=True):
+        if _FENCE.match(line):
+            in_fence = not in_fence
+        language = None if in_fence or offset < heading_end else _line_language(line)
+        units = len(_CJK_CHAR.findall(line)) + len(_LATIN_WORD.findall(line))
+        end = offset + len(line)
+        if language is None and runs:
+            pending = offset if pending is None else pending
+            runs[-1][3] += units
+        elif runs and (language == runs[-1][0] or runs[-1][0] is None):
+            runs[-1][0], runs[-1][2], runs[-1][3] = language or runs[-1][0], end, runs[-1][3] + units
+            pending = None
+        else:
+            if runs and pending is not None:
+                runs[-1][2] = pending
+            runs.append([language, pending if runs and pending is not None else offset, end, units])
+            pending = None
+        offset = end
+    if runs:
+        runs[-1][2] = len(section)
+    merged: list[list] = []
+    for run in runs:  # a short run is part of the text before it
+        if merged and (run[3] < LANGUAGE_RUN_UNITS or run[0] == merged[-1][0]):
+            merged[-1][2], merged[-1][3] = run[2], merged[-1][3] + run[3]
+        else:
+            merged.append(run)
+    if len(merged) > 1 and merged[0][3] < LANGUAGE_RUN_UNITS:  # a short opening goes with what follows
+        merged[1][1], merged[1][3] = merged[0][1], merged[1][3] + merged[0][3]
+        merged.pop(0)
+    parts = [(start, end) for _, start, end, _ in merged if section[start:end].strip()] or [(0, len(section))]
+    return [(start, end, heading_end if i == 0 else 0) for i, (start, end) in enumerate(parts)]
 
 
 def split_text(

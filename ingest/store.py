@@ -52,11 +52,12 @@ CATALOG_FILE = "catalog.sqlite3"
 CHROMA_DIR = "chroma"
 LOCK_FILE = "write.lock"
 SCHEMA_VERSION = 3
-INDEX_VERSION = 3
+INDEX_VERSION = 4
 """What loaders, splitter and search forms make of a file. Each document records the version it
 was indexed with; bump this when they change what is stored (1: before faithful text of issue
 11, i.e. DOCX text boxes/numbering/notes, NFKC and regional search forms, figure-safe chunks;
-2: before reference lists and repeated text were marked, ingest.chunk_kinds),
+2: before reference lists and repeated text were marked, ingest.chunk_kinds; 3: before abstracts in
+the other language were),
 and documents indexed earlier are listed by :meth:`DocumentStore.outdated_documents` until a
 rebuild re-indexes them."""
 

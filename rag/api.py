@@ -116,13 +116,12 @@ class KnowledgeBase:
     def retrieve(self, question: str, k: int | None = None, doc_ids: list[str] | None = None,
                  translate: bool = False) -> list[Hit]:
         """The best chunks for ``question`` (hybrid dense + BM25), best first; see rag.retrieval.
-        ``translate``: also search its translation by the chat model (loaded for it) when the
-        documents in scope are in the other language (rag.translate)."""
-        if not translate:
-            return self.retriever.search(question, k=k, doc_ids=doc_ids)
+        When the documents in scope are in the other language, its translation is searched too
+        (rag.translate), as answers do: by the chat model when one is loaded or ``translate``
+        loads it, else an English question's words rendered by a dictionary (rag.dictionary)."""
         from rag.translate import search_with_translation
 
-        hits, _ = search_with_translation(self.retriever, self.translator(), question,
+        hits, _ = search_with_translation(self.retriever, self.translator(load_model=translate), question,
                                           k or self.settings.retrieval.k, doc_ids)
         return hits
 

@@ -11,7 +11,8 @@ Subcommands::
 ``--kb`` defaults to ``settings.store.dir`` (``DOCQA_STORE__DIR``); ``--model`` overrides
 ``settings.model.name``; ``--reranker`` / ``--rerank-candidates`` (ask and retrieve) override
 ``settings.retrieval.reranker`` / ``rerank_candidates`` (``--reranker ""`` switches a configured
-one off). ``retrieve --translate`` loads the chat model to also search a question's translation
+one off). ``retrieve`` searches an English question about Chinese documents with its words
+rendered by a dictionary too; ``--translate`` loads the chat model to search a question's translation
 when the documents are in the other language (rag.translate), as ``ask`` does. Models and the
 embedder are loaded once per call.
 """
@@ -128,13 +129,13 @@ def run_retrieve(args: argparse.Namespace) -> int:
 
     kb = KnowledgeBase(settings=_settings(args))
     doc_ids = _doc_ids(kb, args.doc)
-    translator = None
-    if args.translate:
-        if not kb.settings.retrieval.translate_questions:
-            raise SystemExit("error: --translate, but settings.retrieval.translate_questions is false")
-        translator = kb.translator()
-        if translator.model.notice and not args.json:
-            print(cli_text("note: {notice}", notice=translator.model.notice), file=sys.stderr)
+    if args.translate and not kb.settings.retrieval.translate_questions:
+        raise SystemExit("error: --translate, but settings.retrieval.translate_questions is false")
+    # as answers search: with the chat model's translation (--translate loads it), else the
+    # dictionary's words for an English question about Chinese documents (rag.translate)
+    translator = kb.translator(load_model=args.translate)
+    if args.translate and translator.model.notice and not args.json:
+        print(cli_text("note: {notice}", notice=translator.model.notice), file=sys.stderr)
     items = [(None, args.question)] if args.question else _read_questions(args.questions)
     for qid, question in items:
         hits, translation = search_with_translation(
@@ -422,8 +423,8 @@ def register(sub) -> None:
     _add_rerank(p)
     p.add_argument("--translate", action="store_true",
                    help="load the chat model and also search each question's translation when the documents are in "
-                        "the other language (as ask does; cached per question); without a model that translates, an "
-                        "English question's words rendered by a dictionary")
+                        "the other language (as ask does; cached per question); without it, an English question "
+                        "about Chinese documents is searched with its words rendered by a dictionary")
     p.add_argument("--json", action="store_true",
                    help='one {"id", "hits": [...]} JSON object per line (with a reranker each hit has rerank_score '
                         'and hybrid_score)')

@@ -142,10 +142,12 @@ def english_word_groups(question: str, per_word: int = RENDERINGS_PER_WORD) -> l
     while i < len(lower):
         for n in range(MAX_PHRASE_WORDS, 1, -1):
             words = lower[i:i + n]
-            phrase = " ".join(words)
             # a phrase starts and ends with content words ("what is" is no phrase to render)
-            if (len(words) == n and words[0] not in ENGLISH_FUNCTION_WORDS
-                    and words[-1] not in ENGLISH_FUNCTION_WORDS and phrase in table.by_gloss):
+            if len(words) < n or words[0] in ENGLISH_FUNCTION_WORDS or words[-1] in ENGLISH_FUNCTION_WORDS:
+                continue
+            phrase = next((p for p in (" ".join(words[:-1] + [last]) for last in _forms(words[-1]))
+                           if p in table.by_gloss), None)  # "giant pandas" → "giant panda"
+            if phrase is not None:
                 groups.append(best(phrase, table.by_gloss[phrase], per_word))
                 i += n
                 break

@@ -60,8 +60,9 @@ The relevance score (``Hit.score``, 0..1, higher is better)
   the score is ``lexical_relevance``. A question of only function words or greetings
   (ingest.lexical.QUERY_STOPWORDS) scores 0.
 
-Chunks marked at ingest as a reference list or repeated text (ingest.chunk_kinds) have their rank
-value and score multiplied by :data:`LOW_RANK_WEIGHT`, unless the question asks about references.
+Chunks marked at ingest as a reference list, repeated text or an abstract in the other language
+(ingest.chunk_kinds) have their rank value and score multiplied by :data:`LOW_RANK_WEIGHT`,
+unless the question asks about references (or, for the abstract, about the abstract).
 Hits are ranked by the fused rank, not by ``score``; ``relevance_threshold`` (0..1, default
 ``auto`` = :data:`AUTO_THRESHOLD` for the embedder, 0.23 for e5) then drops every hit whose
 ``score`` is below it, so fewer than ``k`` (or none) may come back. On our question sets
@@ -132,7 +133,9 @@ LOW_RANK_WEIGHT = 0.5
 list or as text repeated in its document (ingest.chunk_kinds): such a chunk comes after body text
 that matches about as well, and a question it alone matches scores lower."""
 ASKS_ABOUT_REFERENCES = re.compile(r"文献|引用|出处|\breferences?\b|\bbibliograph|\bcit(?:e[sd]?|ing|ations?)\b", re.I)
-"""A question about the references themselves: marked chunks are not ranked low for it."""
+"""A question about the references themselves: reference lists are not ranked low for it."""
+ASKS_ABOUT_ABSTRACT = re.compile(r"摘要|\babstract\b|\bkey\s*words?\b|关键词", re.I)
+"""A question about the abstract: abstracts in the other language are not ranked low for it."""
 IDF_TRUSTED_CHUNKS = 50
 """Chunks from which on the IDF weighting above is used in full; below, a question's words count
 more (a blend, fully at one chunk)."""
@@ -460,12 +463,16 @@ class HybridRetriever(BaseRetriever):
     # -- helpers ---------------------------------------------------------------------------------
 
     def _ranked_low(self, query: str, candidates: dict[str, float]) -> dict[str, str]:
-        """Candidates marked at ingest as a reference list or repeated text (ingest.chunk_kinds),
-        unless the question asks about references; chunk id → kind."""
+        """Candidates marked at ingest as a reference list, repeated text or an abstract in the
+        other language (ingest.chunk_kinds), unless the question asks about references (all of
+        them, as before) or about the abstract (those); chunk id → kind."""
         if not candidates or ASKS_ABOUT_REFERENCES.search(query):
             return {}
         marked = getattr(self.store, "marked_kinds", None)
-        return marked(list(candidates)) if marked is not None else {}
+        kinds = marked(list(candidates)) if marked is not None else {}
+        if ASKS_ABOUT_ABSTRACT.search(query):
+            kinds = {c: kind for c, kind in kinds.items() if kind != "other-language-abstract"}
+        return kinds
 
     def _same_language(self, query: str, hits: list[tuple[str, float]]) -> list[tuple[str, float]]:
         """BM25 hits in the question's language only. Across languages the dense search does the

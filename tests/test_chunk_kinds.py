@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ingest.chunk_kinds import BODY, REFERENCES, REPEATED, chunk_kinds, looks_like_references
+from ingest.chunk_kinds import BODY, OTHER_LANGUAGE_ABSTRACT, REFERENCES, REPEATED, chunk_kinds, looks_like_references
 from tests.helpers_rag import make_kb
 
 GBT_REFERENCES = """参考文献
@@ -108,3 +108,45 @@ def test_table_chunks_that_differ_only_in_their_numbers_are_not_repeated_text():
     assert chunk_kinds([first, second]) == [BODY, BODY]
     footer = "版权所有 © 某某公司，未经书面许可不得复制本手册的任何部分。"
     assert chunk_kinds([footer + "\n- 3 -", footer + "\nPage 4 of 9"]) == [BODY, REPEATED]
+
+
+ENGLISH_ABSTRACT = ("Feeding Habits of the Giant Panda in the Qinling Mountains\n"
+                    "Abstract: We observed what wild giant pandas eat through the year. Adult pandas feed almost only "
+                    "on bamboo, shoots in spring and leaves in autumn, and spend most of the day eating.\n"
+                    "Key words: giant panda; bamboo; feeding habits")
+CHINESE_BODY = ("1 结果\n成年大熊猫每天要吃十几公斤竹子，一年中大部分时间都在进食和休息。"
+                "春季它们偏爱竹笋，秋季则更多取食竹叶，冬季下到低海拔地区觅食。")
+
+
+def test_an_abstract_in_the_other_language_is_marked():
+    chinese_head = "秦岭大熊猫的食性\n摘要：本文观察了野生大熊猫全年的食物组成。\n关键词：大熊猫；竹子；食性"
+    kinds = chunk_kinds([chinese_head, ENGLISH_ABSTRACT, CHINESE_BODY * 3, GBT_REFERENCES])
+    assert kinds == [BODY, OTHER_LANGUAGE_ABSTRACT, BODY, REFERENCES]
+    # in an English paper its English abstract is body text; an English line without an abstract
+    # mark in a Chinese paper (a quoted sentence, a table) is body text too
+    assert chunk_kinds([ENGLISH_ABSTRACT, "Results. Pandas eat bamboo all year round." * 3]) == [BODY, BODY]
+    assert chunk_kinds([CHINESE_BODY * 3, "Pandas eat about twelve kilograms of bamboo a day."]) == [BODY, BODY]
+    # the abstract going on in the next chunk
+    more = "Pandas also eat small animals and carrion now and then, which we saw twice."
+    assert chunk_kinds([CHINESE_BODY * 3, ENGLISH_ABSTRACT, more, CHINESE_BODY]) == \
+        [BODY, OTHER_LANGUAGE_ABSTRACT, OTHER_LANGUAGE_ABSTRACT, BODY]
+
+
+def test_an_english_question_finds_the_chinese_page_before_the_english_abstract(tmp_path, monkeypatch):
+    """As in a Chinese journal paper: the English question's words are all in the English
+    abstract, but the Chinese body answers it (searched through the dictionary words)."""
+    from rag import retrieval
+
+    paper = ("# 秦岭大熊猫的食性\n\n摘要：本文观察了野生大熊猫全年的食物组成。\n\n"
+             "## English abstract\n\n" + ENGLISH_ABSTRACT + "\n\n## 1 结果\n\n" + CHINESE_BODY * 2 + "\n")
+    kb = make_kb(tmp_path, docs={"paper.md": paper})
+    question = "What do giant pandas eat in spring?"
+    found = kb.retriever.search(question, k=5, relevance_threshold=0.0)
+    assert OTHER_LANGUAGE_ABSTRACT in {h.extra.get("kind") for h in found}
+    assert "竹笋" in kb.retrieve(question, k=3)[0].text  # no model: with the dictionary's words
+    monkeypatch.setattr(retrieval, "LOW_RANK_WEIGHT", 1.0)  # measured here: unmarked, the abstract wins
+    assert "Abstract" in kb.retrieve(question, k=3)[0].text
+    # asked about the abstract, it is not ranked low
+    monkeypatch.undo()
+    assert "Abstract" in kb.retriever.search("What does the abstract say about bamboo?", k=1,
+                                             relevance_threshold=0.0)[0].text

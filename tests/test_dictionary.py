@@ -44,11 +44,11 @@ def test_nothing_to_render_gives_none():
 
 
 def test_without_a_translating_model_the_words_are_searched(kb):
-    asked = kb.retrieve(PANDA_EN)
+    asked = kb.retriever.search(PANDA_EN)
     translation = QuestionTranslator(None).for_search(kb.retriever, PANDA_EN)
     assert translation.by == "dictionary" and translation.note == DICTIONARY_NOTE
     assert {"竹子", "大熊猫", "每天"} <= set(translation.text.split())
-    hits = kb.retrieve(PANDA_EN, translate=True)  # the stand-in: no model call, the dictionary
+    hits = kb.retrieve(PANDA_EN)  # no model loaded: the dictionary
     assert hits and hits[0].file_name == "panda.md"
     assert hits[0].score > max((h.score for h in asked), default=0.0)
 

@@ -380,3 +380,22 @@ def test_property_documents(pages, limit):
     for number, page in enumerate(pages, start=1):
         texts = [c.text for c in chunks if c.page == number]
         assert set(non_ws(page)) == set(non_ws("".join(texts)))
+
+
+def test_a_run_of_lines_in_the_other_language_is_a_chunk_of_its_own():
+    """A Chinese paper's front matter: its English title, abstract and key words come apart from
+    the Chinese abstract and the first section, though all would fit in one chunk."""
+    chinese_abstract = "摘要：本文在秦岭南坡连续三年观察野生大熊猫的取食和活动，记录了不同季节的食物组成与海拔变化。\n关键词：大熊猫；竹子；食性\n"
+    english = ("Feeding Habits of Giant Pandas in the Qinling Mountains\n"
+               "Abstract: Over three years we observed wild giant pandas on the southern slope of the Qinling "
+               "Mountains. Adult pandas feed almost only on bamboo, shoots in spring and leaves in autumn.\n"
+               "Key words: giant panda; bamboo; feeding habits\n")
+    body = "1 结果\n" + "成年大熊猫每天要吃十二至十五公斤竹子，每天取食时间约十四小时，春季主要吃竹笋。" * 2 + "\n"
+    text = "# 秦岭大熊猫的食性\n\n" + chinese_abstract + english + body
+    chunks = split_document(markdown_doc(text), char_count, chunk_tokens=2000, overlap_tokens=0)
+    assert [c.text for c in chunks] == [("# 秦岭大熊猫的食性\n\n" + chinese_abstract).strip(), english.strip(), body.strip()]
+    assert all(c.heading == "秦岭大熊猫的食性" for c in chunks)
+    # short runs stay where they are: an English name in Chinese text, a code block
+    mixed = ("大熊猫的学名是\nAiluropoda melanoleuca\n它属于熊科。" * 3 + "\n```\nimport pandas as pd\nprint(pd.__version__)\n"
+             "for row in frame.itertuples(): print(row.name, row.weight, row.habitat, row.diet)\n```\n")
+    assert len(split_document(markdown_doc(mixed), char_count, chunk_tokens=2000, overlap_tokens=0)) == 1

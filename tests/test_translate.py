@@ -115,7 +115,7 @@ def test_an_english_question_about_chinese_documents_searches_its_translation(kb
 def test_the_translation_scores_the_answer_as_a_chinese_question_would(kb):
     """Across languages the dense part alone judges the English question (0.24 here, near the
     threshold); its translation matches the passage in words and meaning."""
-    asked = kb.retrieve(PANDA_EN)
+    asked = kb.retriever.search(PANDA_EN)
     kb.model = fake_loaded_model(4096, 64, responder=translating())
     hits = kb.retrieve(PANDA_EN, translate=True)
     assert hits and hits[0].file_name == "panda.md"

@@ -121,7 +121,8 @@ def render_page_toggle(src: dict, key: str) -> None:
     st.image(png, caption=source_label(src), width="stretch")
 
 
-KIND_LABELS = {"references": N_("reference list"), "repeated": N_("repeated text")}
+KIND_LABELS = {"references": N_("reference list"), "repeated": N_("repeated text"),
+               "other-language-abstract": N_("abstract in the other language")}
 
 
 def render_retrieval_test(hits: Sequence[Any], threshold: float) -> None:

@@ -205,6 +205,7 @@ MESSAGES: dict[str, str] = {
     "Ranked low: {kind}": "排序靠后：{kind}",
     "reference list": "参考文献列表",
     "repeated text": "重复文字",
+    "abstract in the other language": "另一种语言的摘要",
     "The documents are in Chinese and the question is not. No model that can translate it is loaded "
     "(the stand-in cannot), so it was searched as asked only; configure Chinese-Alpaca-2 to search its "
     "translation too.":
