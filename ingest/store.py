@@ -26,14 +26,15 @@ file name follows the primary source's name. Names are kept in the catalogue onl
 never rewrites vectors: Chroma's metadata holds what the content fixes (document id, chunk
 index, page); name fields that older versions wrote there are not read.
 
-Chroma runs embedded under ``store.dir`` or, when ``store.chroma_host`` is set, as a server;
-the catalogue always lives in ``store.dir``.
+Chroma runs embedded under ``store.dir`` or, when ``store.chroma_host`` is set, as a server.
+The catalogue (ingest.catalog) is a SQLite file in ``store.dir`` or, when ``store.catalog_url``
+is set, a PostgreSQL database that several app instances and ingestion workers share; the
+writer lock is then PostgreSQL's (an advisory lock) instead of a file.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 import uuid
@@ -43,8 +44,12 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-from filelock import FileLock, Timeout
+from sqlalchemy import Integer, Text, cast, delete, func, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 
+from ingest import catalog as cat
+from ingest.catalog import changes, chunks, documents, meta, sources
 from ingest.errors import EmbedderMismatch, StoreBusy, StoreError
 from rag.settings import Settings
 
@@ -65,42 +70,6 @@ PENDING, COMPLETE, DELETING = "pending", "complete", "deleting"
 
 _CHROMA_OPEN_LOCK = threading.Lock()
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS documents (
-    doc_id TEXT PRIMARY KEY,
-    title TEXT NOT NULL,
-    file_type TEXT NOT NULL,
-    pages INTEGER NOT NULL,
-    chunk_count INTEGER NOT NULL,
-    char_count INTEGER NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('pending', 'complete', 'deleting')),
-    added_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    named_title INTEGER,
-    index_version INTEGER
-);
-CREATE TABLE IF NOT EXISTS sources (
-    path TEXT PRIMARY KEY,
-    doc_id TEXT NOT NULL,
-    file_name TEXT NOT NULL,
-    added_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS sources_doc ON sources(doc_id);
-CREATE TABLE IF NOT EXISTS chunks (
-    chunk_id TEXT PRIMARY KEY,
-    doc_id TEXT NOT NULL,
-    idx INTEGER NOT NULL,
-    page INTEGER,
-    heading TEXT NOT NULL,
-    text TEXT NOT NULL,
-    tokens TEXT NOT NULL,
-    kind TEXT,
-    boxes TEXT,
-    ocr INTEGER
-);
-CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
-"""
 # chunks.kind: ingest.chunk_kinds (body, references, repeated); NULL (body) before schema 3.
 # chunks.boxes: JSON [[page, x0, top, x1, bottom], ...] of a PDF chunk's lines (PDF points, origin
 # top-left; ingest.passage_boxes); NULL when unknown (not a PDF, or before schema 3).
@@ -120,10 +89,28 @@ def _boxes(stored: str | None) -> list:
 
 
 def _id_batches(ids: list[str], size: int = 500):
-    """``(ids, "?,?,…")`` in batches that stay under SQLite's limit on query parameters."""
+    """``ids`` in batches that stay under SQLite's limit on query parameters."""
     for start in range(0, len(ids), size):
-        part = ids[start : start + size]
-        yield part, ",".join("?" * len(part))
+        yield ids[start : start + size]
+
+
+def _insert(conn: Connection, table):
+    """The dialect's INSERT, which knows ON CONFLICT (SQLite and PostgreSQL alike)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
+
+
+def _insert_missing(conn: Connection, table, **values) -> None:
+    conn.execute(_insert(conn, table).values(**values).on_conflict_do_nothing())
+
+
+def _upsert(conn: Connection, table, key: str, **values) -> None:
+    statement = _insert(conn, table).values(**values)
+    conn.execute(statement.on_conflict_do_update(
+        index_elements=[key], set_={k: statement.excluded[k] for k in values if k != key}))
 
 
 def chunk_id_for(doc_id: str, index: int) -> str:
@@ -212,8 +199,15 @@ class DocumentStore:
         self.embedder = embedder
         self.dir = Path(settings.store.dir).expanduser().resolve()
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._write_lock = FileLock(str(self.dir / LOCK_FILE))
+        url = settings.store.catalog_url or cat.sqlite_url(self.dir / CATALOG_FILE)
+        try:
+            self.catalog = cat.open_catalog(url, lock_file=self.dir / LOCK_FILE,
+                                            lock_timeout_s=settings.store.lock_timeout_s)
+        except TimeoutError:
+            raise StoreBusy(f"The catalogue {self._where(url)} is being upgraded by another process; "
+                            "try again when it has finished.") from None
+        except SQLAlchemyError as exc:
+            raise StoreError(f"Cannot open the catalogue {self._where(url)}: {exc}") from exc
         self._init_catalog()
         self._check_embedder()
         self._chroma_lock = threading.Lock()
@@ -226,73 +220,62 @@ class DocumentStore:
     def open(cls, settings: Settings, embedder) -> "DocumentStore":
         return cls(settings, embedder)
 
-    def _db(self) -> sqlite3.Connection:
-        # One connection per thread: Streamlit and the CLIs read from worker threads.
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.dir / CATALOG_FILE, timeout=60, isolation_level=None)
-            _use_wal(conn)
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            self._local.conn = conn
-        return conn
+    @staticmethod
+    def _where(url: str) -> str:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+
+    def _rows(self, statement) -> list:
+        """All rows of a read (a pooled connection, given back at once)."""
+        with self.catalog.reading() as conn:
+            return conn.execute(statement).all()
+
+    def _scalar(self, statement):
+        with self.catalog.reading() as conn:
+            return conn.execute(statement).scalar()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+    def _transaction(self) -> Iterator[Connection]:
+        with self.catalog.transaction() as tx:
+            yield tx
 
     def _init_catalog(self) -> None:
-        db = self._db()
-        db.executescript(_SCHEMA)
+        # (the tables themselves: ingest.catalog's migrations)
         with self._transaction() as tx:
-            # Schema 1 had no named_title; add it (under the transaction's lock, so two processes
-            # opening an old catalogue at once do not both try).
-            columns = {row[1] for row in tx.execute("PRAGMA table_info(documents)")}
-            if "named_title" not in columns:
-                tx.execute("ALTER TABLE documents ADD COLUMN named_title INTEGER")
-            if "index_version" not in columns:  # NULL: indexed before versions were recorded (1)
-                tx.execute("ALTER TABLE documents ADD COLUMN index_version INTEGER")
-            chunk_columns = {row[1] for row in tx.execute("PRAGMA table_info(chunks)")}
-            for column, kind in (("kind", "TEXT"), ("boxes", "TEXT"), ("ocr", "INTEGER")):
-                if column not in chunk_columns:
-                    tx.execute(f"ALTER TABLE chunks ADD COLUMN {column} {kind}")
-            tx.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            tx.execute(
-                "UPDATE meta SET value = ? WHERE key = 'schema_version' AND CAST(value AS INTEGER) < ?",
-                (str(SCHEMA_VERSION), SCHEMA_VERSION),
-            )
-            tx.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
-            tx.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('embedder', ?)",
-                (json.dumps(self.embedder.signature, sort_keys=True),),
-            )
+            _insert_missing(tx, meta, key="schema_version", value=str(SCHEMA_VERSION))
+            tx.execute(update(meta).where(meta.c.key == "schema_version",
+                                          cast(meta.c.value, Integer) < SCHEMA_VERSION)
+                       .values(value=str(SCHEMA_VERSION)))
+            _insert_missing(tx, meta, key="generation", value="0")
+            # the change log (rag.bm25 follows it) starts here: at 0, or where an older catalogue was
+            generation = tx.execute(select(meta.c.value).where(meta.c.key == "generation")).scalar()
+            _insert_missing(tx, meta, key="changes_from", value=generation)
+            _insert_missing(tx, meta, key="embedder", value=json.dumps(self.embedder.signature, sort_keys=True))
             collection = self.settings.store.collection
             if self.settings.store.chroma_host:
                 # Several knowledge bases may share one server: give each its own collection.
                 collection = f"{collection}-{uuid.uuid4().hex[:12]}"
-            tx.execute("INSERT OR IGNORE INTO meta VALUES ('collection', ?)", (collection,))
+            _insert_missing(tx, meta, key="collection", value=collection)
 
     def _meta(self, key: str) -> str:
-        row = self._db().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0]
+        return self._scalar(select(meta.c.value).where(meta.c.key == key))
 
     def _check_embedder(self) -> None:
         built_with = json.loads(self._meta("embedder"))
         if built_with != self.embedder.signature:
             raise EmbedderMismatch(
-                f"The knowledge base at {self.dir} was built with embedder {built_with['embedder']} "
+                f"The knowledge base at {self.where} was built with embedder {built_with['embedder']} "
                 f"(dimension {built_with['dimension']}), but the configured embedder is "
                 f"{self.embedder.name} (dimension {self.embedder.dimension}). Vectors from two "
                 f"models cannot be mixed: set DOCQA_EMBEDDING__MODEL to the original model, or "
                 f"ingest into a new knowledge base directory."
             )
+
+    @property
+    def where(self) -> str:
+        """The knowledge base for messages: its directory, or its shared catalogue."""
+        return self.catalog.where() if self.catalog.shared else str(self.dir)
 
     @property
     def collection_name(self) -> str:
@@ -360,22 +343,22 @@ class DocumentStore:
     # -- reads ---------------------------------------------------------------------------------------
 
     def documents(self) -> list[DocumentInfo]:
-        db = self._db()
-        rows = db.execute(
-            "SELECT doc_id, title, file_type, pages, chunk_count, char_count, added_at, updated_at "
-            "FROM documents WHERE state = 'complete' ORDER BY added_at, doc_id"
-        ).fetchall()
-        sources: dict[str, list[str]] = {}
-        for path, doc_id in db.execute("SELECT path, doc_id FROM sources ORDER BY added_at, path"):
-            sources.setdefault(doc_id, []).append(path)
-        return [DocumentInfo(*row, sources=sources.get(row[0], [])) for row in rows]
+        d = documents.c
+        rows = self._rows(
+            select(d.doc_id, d.title, d.file_type, d.pages, d.chunk_count, d.char_count, d.added_at, d.updated_at)
+            .where(d.state == COMPLETE).order_by(d.added_at, d.doc_id))
+        by_doc: dict[str, list[str]] = {}
+        for path, doc_id in self._rows(select(sources.c.path, sources.c.doc_id)
+                                       .order_by(sources.c.added_at, sources.c.path)):
+            by_doc.setdefault(doc_id, []).append(path)
+        return [DocumentInfo(*row, sources=by_doc.get(row[0], [])) for row in rows]
 
     def outdated_ids(self) -> set[str]:
         """Ids of documents indexed with an older INDEX_VERSION: a rebuild makes them findable
         the current ways (their stored text, tokens and vectors come from older loaders)."""
-        return {row[0] for row in self._db().execute(
-            "SELECT doc_id FROM documents WHERE state = 'complete' AND COALESCE(index_version, 1) < ?",
-            (INDEX_VERSION,))}
+        d = documents.c
+        return {row[0] for row in self._rows(
+            select(d.doc_id).where(d.state == COMPLETE, func.coalesce(d.index_version, 1) < INDEX_VERSION))}
 
     def outdated_documents(self) -> list[DocumentInfo]:
         """The documents of :meth:`outdated_ids`."""
@@ -403,108 +386,99 @@ class DocumentStore:
             return None
         if self.is_complete(ref):
             return ("document", ref)
-        db = self._db()
         paths = {ref}
         try:
             paths.add(str(Path(ref).expanduser().resolve()))
         except (OSError, ValueError, RuntimeError):
             pass
-        marks = ",".join("?" * len(paths))
-        row = db.execute(
-            "SELECT s.path FROM sources s JOIN documents d ON s.doc_id = d.doc_id "
-            f"WHERE d.state = 'complete' AND s.path IN ({marks}) LIMIT 1",
-            sorted(paths),
-        ).fetchone()
+        complete_sources = select(sources.c.path).join(documents, sources.c.doc_id == documents.c.doc_id) \
+            .where(documents.c.state == COMPLETE)
+        row = self._rows(complete_sources.where(sources.c.path.in_(sorted(paths))).limit(1))
         if row:
-            return ("source", row[0])
-        found = [
-            ("document", r[0])
-            for r in db.execute(
-                "SELECT doc_id FROM documents WHERE state = 'complete' AND substr(doc_id, 1, ?) = ?",
-                (len(ref), ref),
-            )
-        ]
-        found += [
-            ("source", r[0])
-            for r in db.execute(
-                "SELECT s.path FROM sources s JOIN documents d ON s.doc_id = d.doc_id "
-                "WHERE d.state = 'complete' AND s.file_name = ?",
-                (ref,),
-            )
-        ]
+            return ("source", row[0][0])
+        found = [("document", r[0]) for r in self._rows(
+            select(documents.c.doc_id).where(documents.c.state == COMPLETE,
+                                             func.substr(documents.c.doc_id, 1, len(ref)) == ref))]
+        found += [("source", r[0]) for r in self._rows(complete_sources.where(sources.c.file_name == ref))]
         return found[0] if len(found) == 1 else None
 
     def sources_of(self, doc_id: str) -> list[str]:
         """The source paths of one document, primary first."""
-        return [
-            r[0]
-            for r in self._db().execute(
-                "SELECT path FROM sources WHERE doc_id = ? ORDER BY added_at, path", (doc_id,)
-            )
-        ]
+        return [r[0] for r in self._rows(select(sources.c.path).where(sources.c.doc_id == doc_id)
+                                         .order_by(sources.c.added_at, sources.c.path))]
 
     def doc_for_source(self, path: str) -> str | None:
-        row = self._db().execute("SELECT doc_id FROM sources WHERE path = ?", (path,)).fetchone()
-        return row[0] if row else None
+        return self._scalar(select(sources.c.doc_id).where(sources.c.path == path))
 
     def is_complete(self, doc_id: str) -> bool:
-        row = self._db().execute("SELECT state FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
-        return bool(row) and row[0] == COMPLETE
+        return self._scalar(select(documents.c.state).where(documents.c.doc_id == doc_id)) == COMPLETE
 
     def complete_doc_ids(self) -> set[str]:
-        return {r[0] for r in self._db().execute("SELECT doc_id FROM documents WHERE state = 'complete'")}
+        return {r[0] for r in self._rows(select(documents.c.doc_id).where(documents.c.state == COMPLETE))}
 
     def chunk_count(self) -> int:
-        row = self._db().execute(
-            "SELECT COUNT(*) FROM chunks c JOIN documents d ON c.doc_id = d.doc_id WHERE d.state = 'complete'"
-        ).fetchone()
-        return int(row[0])
+        return int(self._scalar(select(func.count()).select_from(chunks)
+                                .join(documents, chunks.c.doc_id == documents.c.doc_id)
+                                .where(documents.c.state == COMPLETE)))
 
     def chunks(self, chunk_ids: Sequence[str]) -> list[ChunkRecord]:
         """Chunks of complete documents, in the order asked; unknown ids are left out."""
         if not chunk_ids:
             return []
-        db = self._db()
+        c, d = chunks.c, documents.c
+        primary = (select(sources.c.path).where(sources.c.doc_id == c.doc_id)
+                   .order_by(sources.c.added_at, sources.c.path).limit(1).scalar_subquery())
         found: dict[str, ChunkRecord] = {}
         ids = list(chunk_ids)
-        for part, marks in _id_batches(ids):
-            for row in db.execute(
-                "SELECT c.chunk_id, c.doc_id, c.idx, c.page, c.heading, c.text, d.title, "
-                "(SELECT path FROM sources s WHERE s.doc_id = c.doc_id ORDER BY added_at, path LIMIT 1), c.boxes, c.ocr "
-                f"FROM chunks c JOIN documents d ON c.doc_id = d.doc_id "
-                f"WHERE d.state = 'complete' AND c.chunk_id IN ({marks})",
-                part,
+        for part in _id_batches(ids):
+            for row in self._rows(
+                select(c.chunk_id, c.doc_id, c.idx, c.page, c.heading, c.text, d.title, primary, c.boxes, c.ocr)
+                .join(documents, c.doc_id == d.doc_id).where(d.state == COMPLETE, c.chunk_id.in_(part))
             ):
                 found[row[0]] = ChunkRecord(*row[:7], source=row[7] or "", boxes=_boxes(row[8]),
                                             ocr=bool(row[9]))
         return [found[i] for i in ids if i in found]
 
     def document_chunks(self, doc_id: str) -> list[ChunkRecord]:
-        ids = [
-            r[0]
-            for r in self._db().execute(
-                "SELECT chunk_id FROM chunks WHERE doc_id = ? ORDER BY idx", (doc_id,)
-            )
-        ]
+        ids = [r[0] for r in self._rows(select(chunks.c.chunk_id).where(chunks.c.doc_id == doc_id)
+                                        .order_by(chunks.c.idx))]
         return self.chunks(ids)
 
     def marked_kinds(self, chunk_ids: Sequence[str]) -> dict[str, str]:
         """The kind of those of ``chunk_ids`` that are not body text (ingest.chunk_kinds)."""
-        db = self._db()
         found: dict[str, str] = {}
-        for part, marks in _id_batches(list(chunk_ids)):
-            found.update(db.execute(
-                f"SELECT chunk_id, kind FROM chunks WHERE chunk_id IN ({marks}) AND kind IS NOT NULL "
-                "AND kind != 'body'", part,
-            ).fetchall())
+        for part in _id_batches(list(chunk_ids)):
+            found.update(self._rows(select(chunks.c.chunk_id, chunks.c.kind).where(
+                chunks.c.chunk_id.in_(part), chunks.c.kind.is_not(None), chunks.c.kind != "body")))
         return found
 
-    def lexical_rows(self) -> list[tuple[str, str, str]]:
-        """``(chunk_id, doc_id, space-joined search tokens)`` of every complete chunk."""
-        return self._db().execute(
-            "SELECT c.chunk_id, c.doc_id, c.tokens FROM chunks c JOIN documents d "
-            "ON c.doc_id = d.doc_id WHERE d.state = 'complete' ORDER BY c.chunk_id"
-        ).fetchall()
+    def lexical_rows(self, doc_ids: Sequence[str] | None = None) -> list[tuple[str, str, str]]:
+        """``(chunk_id, doc_id, space-joined search tokens)`` of every complete chunk (of
+        ``doc_ids`` only, when given), by chunk id."""
+        statement = (select(chunks.c.chunk_id, chunks.c.doc_id, chunks.c.tokens)
+                     .join(documents, chunks.c.doc_id == documents.c.doc_id)
+                     .where(documents.c.state == COMPLETE).order_by(chunks.c.chunk_id))
+        if doc_ids is None:
+            return [tuple(r) for r in self._rows(statement)]
+        rows: list[tuple[str, str, str]] = []
+        for part in _id_batches(sorted(doc_ids)):
+            rows += [tuple(r) for r in self._rows(statement.where(chunks.c.doc_id.in_(part)))]
+        return sorted(rows)
+
+    def changes_since(self, generation: int) -> tuple[int, list[tuple[int, str, str]]] | None:
+        """``(current generation, [(generation, doc_id, "add" | "remove"), ...])``: the changes
+        after ``generation``, in order. None when the log does not reach back that far (it starts
+        where the catalogue was created or upgraded, ``meta.changes_from``): rebuild instead."""
+        with self.catalog.reading() as conn:
+            values = dict(conn.execute(select(meta.c.key, meta.c.value)
+                                       .where(meta.c.key.in_(["generation", "changes_from"]))).all())
+            current = int(values["generation"])
+            if "changes_from" not in values or not int(values["changes_from"]) <= generation <= current:
+                return None
+            rows = conn.execute(select(changes.c.generation, changes.c.doc_id, changes.c.op)
+                                .where(changes.c.generation > generation, changes.c.generation <= current)
+                                .order_by(changes.c.generation)).all()
+        return current, [tuple(r) for r in rows]
 
     def dense_search(
         self, vector: Sequence[float], k: int, doc_ids: Sequence[str] | None = None
@@ -546,30 +520,27 @@ class DocumentStore:
     def writing(self) -> Iterator["DocumentStore"]:
         """Hold the single-writer lock; finish any interrupted work of a killed writer first."""
         timeout = self.settings.store.lock_timeout_s
+        lock = self.catalog.writer_lock(timeout)
         try:
-            self._write_lock.acquire(timeout=timeout)
-        except Timeout:
+            lock.__enter__()
+        except TimeoutError:
             raise StoreBusy(
-                f"The knowledge base at {self.dir} is busy: another process has been writing to it "
+                f"The knowledge base at {self.where} is busy: another process has been writing to it "
                 f"for more than {timeout:.0f} s. Try again when it has finished."
             ) from None
         try:
             self.recover()
             yield self
         finally:
-            self._write_lock.release()
+            lock.__exit__(None, None, None)
 
     def has_leftovers(self) -> bool:
         """Whether an interrupted writer left documents that are not complete."""
-        row = self._db().execute("SELECT 1 FROM documents WHERE state != 'complete' LIMIT 1").fetchone()
-        return row is not None
+        return bool(self._rows(select(documents.c.doc_id).where(documents.c.state != COMPLETE).limit(1)))
 
     def recover(self) -> int:
         """Delete what interrupted writes left: documents not complete and their vectors."""
-        stale = [
-            r[0]
-            for r in self._db().execute("SELECT doc_id FROM documents WHERE state != 'complete'")
-        ]
+        stale = [r[0] for r in self._rows(select(documents.c.doc_id).where(documents.c.state != COMPLETE))]
         for doc_id in stale:
             self._purge(doc_id)
         return len(stale)
@@ -579,13 +550,21 @@ class DocumentStore:
         between leaves a row that the next ``recover`` finds)."""
         self.collection().delete(where={"doc_id": doc_id})
         with self._transaction() as tx:
-            tx.execute("DELETE FROM chunks WHERE doc_id = ?", (doc_id,))
-            tx.execute("DELETE FROM sources WHERE doc_id = ?", (doc_id,))
-            tx.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
+            for table in (chunks, sources, documents):
+                tx.execute(delete(table).where(table.c.doc_id == doc_id))
 
-    def _bump_generation(self, tx: sqlite3.Connection) -> int:
-        tx.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
-        return int(tx.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+    @staticmethod
+    def _bump_generation(tx: Connection, added: Sequence[str] = (), removed: Sequence[str] = ()) -> int:
+        """The next generation, with the documents it made complete and those it took away
+        logged for readers that follow changes (rag.bm25)."""
+        tx.execute(update(meta).where(meta.c.key == "generation")
+                   .values(value=cast(cast(meta.c.value, Integer) + 1, Text)))
+        generation = int(tx.execute(select(meta.c.value).where(meta.c.key == "generation")).scalar())
+        logged = [{"generation": generation, "doc_id": d, "op": "add"} for d in added]
+        logged += [{"generation": generation, "doc_id": d, "op": "remove"} for d in removed]
+        if logged:
+            tx.execute(changes.insert(), logged)
+        return generation
 
     def put_documents(self, docs: Sequence["PreparedDocument"]) -> set[str]:
         """Store new documents' chunks and point each one's source at it. Call inside ``writing()``.
@@ -610,24 +589,19 @@ class DocumentStore:
                 named = doc.title_from_name
                 if named is None:
                     named = doc.title == Path(doc.source).stem
-                tx.execute(
-                    "INSERT OR REPLACE INTO documents (doc_id, title, file_type, pages, chunk_count, "
-                    "char_count, state, added_at, updated_at, named_title, index_version) "
-                    "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
-                    (doc.doc_id, doc.title, doc.file_type, doc.pages, len(doc.chunks),
-                     sum(len(c.text) for c in doc.chunks), now, now, int(named), INDEX_VERSION),
-                )
-                tx.execute("DELETE FROM chunks WHERE doc_id = ?", (doc.doc_id,))
-                tx.executemany(
-                    "INSERT INTO chunks (chunk_id, doc_id, idx, page, heading, text, tokens, kind, boxes, ocr) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (chunk_id_for(doc.doc_id, c.index), doc.doc_id, c.index, c.page, c.heading,
-                         c.text, " ".join(c.tokens), c.kind,
-                         json.dumps([[p, *b] for p, b in c.boxes]) if c.boxes else None, 1 if c.ocr else None)
+                _upsert(tx, documents, "doc_id", doc_id=doc.doc_id, title=doc.title, file_type=doc.file_type,
+                        pages=doc.pages, chunk_count=len(doc.chunks), char_count=sum(len(c.text) for c in doc.chunks),
+                        state=PENDING, added_at=now, updated_at=now, named_title=int(named),
+                        index_version=INDEX_VERSION)
+                tx.execute(delete(chunks).where(chunks.c.doc_id == doc.doc_id))
+                if doc.chunks:
+                    tx.execute(chunks.insert(), [
+                        {"chunk_id": chunk_id_for(doc.doc_id, c.index), "doc_id": doc.doc_id, "idx": c.index,
+                         "page": c.page, "heading": c.heading, "text": c.text, "tokens": " ".join(c.tokens),
+                         "kind": c.kind, "ocr": 1 if c.ocr else None,
+                         "boxes": json.dumps([[p, *b] for p, b in c.boxes]) if c.boxes else None}
                         for c in doc.chunks
-                    ],
-                )
+                    ])
         rows = [(doc, c) for doc in docs for c in doc.chunks]
         collection = self.collection()
         for start in range(0, len(rows), 1000):
@@ -652,42 +626,39 @@ class DocumentStore:
         points at ``doc_id`` keeps its place.
         """
         now = time.time()
+        s = sources.c
         with self._transaction() as tx:
             if complete:
-                tx.execute("UPDATE documents SET state = 'complete', updated_at = ? WHERE doc_id = ?", (now, doc_id))
-            previous = tx.execute("SELECT doc_id, added_at FROM sources WHERE path = ?", (source,)).fetchone()
+                tx.execute(update(documents).where(documents.c.doc_id == doc_id)
+                           .values(state=COMPLETE, updated_at=now))
+            previous = tx.execute(select(s.doc_id, s.added_at).where(s.path == source)).first()
             primaries = {doc_id: self._primary(tx, doc_id)}
             if previous and previous[0] != doc_id:
                 primaries[previous[0]] = self._primary(tx, previous[0])
             places = [previous[1]] if previous and previous[0] == doc_id else []
             for old in replaces:
-                row = tx.execute(
-                    "SELECT added_at FROM sources WHERE path = ? AND doc_id = ?", (old, doc_id)
-                ).fetchone()
+                row = tx.execute(select(s.added_at).where(s.path == old, s.doc_id == doc_id)).first()
                 if row and old != source:
-                    tx.execute("DELETE FROM sources WHERE path = ?", (old,))
+                    tx.execute(delete(sources).where(s.path == old))
                     places.append(row[0])
-            tx.execute(
-                "INSERT OR REPLACE INTO sources VALUES (?, ?, ?, ?)",
-                (source, doc_id, Path(source).name, min(places, default=now)),
-            )
+            _upsert(tx, sources, "path", path=source, doc_id=doc_id, file_name=Path(source).name,
+                    added_at=min(places, default=now))
             orphan = self._orphan_after_move(tx, previous[0] if previous else None, doc_id)
             for doc, primary in primaries.items():
                 if doc != orphan:
                     self._follow_name(tx, doc, primary)
-            generation = self._bump_generation(tx)
+            generation = self._bump_generation(tx, added=[doc_id] if complete else [],
+                                               removed=[orphan] if orphan else [])
         self._mark_seen(generation)
         if orphan:
             self._purge(orphan)
 
     @staticmethod
-    def _primary(tx: sqlite3.Connection, doc_id: str) -> str | None:
-        row = tx.execute(
-            "SELECT path FROM sources WHERE doc_id = ? ORDER BY added_at, path LIMIT 1", (doc_id,)
-        ).fetchone()
-        return row[0] if row else None
+    def _primary(tx: Connection, doc_id: str) -> str | None:
+        return tx.execute(select(sources.c.path).where(sources.c.doc_id == doc_id)
+                          .order_by(sources.c.added_at, sources.c.path).limit(1)).scalar()
 
-    def _follow_name(self, tx: sqlite3.Connection, doc_id: str, old_primary: str | None) -> None:
+    def _follow_name(self, tx: Connection, doc_id: str, old_primary: str | None) -> None:
         """After ``doc_id``'s sources changed: when its primary source is another file now and
         its title was that of the old primary's file name, take the new primary's stem as title
         (and as the heading of chunks that had the old title as theirs). A title that came from
@@ -695,41 +666,43 @@ class DocumentStore:
         new_primary = self._primary(tx, doc_id)
         if new_primary is None or new_primary == old_primary:
             return
-        row = tx.execute("SELECT title, named_title FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
+        d = documents.c
+        row = tx.execute(select(d.title, d.named_title).where(d.doc_id == doc_id)).first()
         if row is None:
             return
         title, named = row
         if named is None:  # a catalogue from before schema 2: judge by the old primary's name
             named = old_primary is not None and title == Path(old_primary).stem
-            tx.execute("UPDATE documents SET named_title = ? WHERE doc_id = ?", (int(named), doc_id))
+            tx.execute(update(documents).where(d.doc_id == doc_id).values(named_title=int(named)))
         new_title = Path(new_primary).stem
         if not named or new_title == title:
             return
-        tx.execute("UPDATE chunks SET heading = ? WHERE doc_id = ? AND heading = ?", (new_title, doc_id, title))
-        tx.execute("UPDATE documents SET title = ? WHERE doc_id = ?", (new_title, doc_id))
+        tx.execute(update(chunks).where(chunks.c.doc_id == doc_id, chunks.c.heading == title)
+                   .values(heading=new_title))
+        tx.execute(update(documents).where(d.doc_id == doc_id).values(title=new_title))
 
     @staticmethod
-    def _orphan_after_move(tx: sqlite3.Connection, old_doc: str | None, new_doc: str) -> str | None:
+    def _orphan_after_move(tx: Connection, old_doc: str | None, new_doc: str) -> str | None:
         if old_doc is None or old_doc == new_doc:
             return None
-        left = tx.execute("SELECT COUNT(*) FROM sources WHERE doc_id = ?", (old_doc,)).fetchone()[0]
+        left = tx.execute(select(func.count()).select_from(sources).where(sources.c.doc_id == old_doc)).scalar()
         if left:
             return None
-        tx.execute("UPDATE documents SET state = 'deleting' WHERE doc_id = ?", (old_doc,))
+        tx.execute(update(documents).where(documents.c.doc_id == old_doc).values(state=DELETING))
         return old_doc
 
     def remove_source(self, source: str) -> bool:
         """Forget one file name; the document goes when no name is left. Call inside ``writing()``."""
         with self._transaction() as tx:
-            row = tx.execute("SELECT doc_id FROM sources WHERE path = ?", (source,)).fetchone()
-            if not row:
+            doc_id = tx.execute(select(sources.c.doc_id).where(sources.c.path == source)).scalar()
+            if doc_id is None:
                 return False
-            primary = self._primary(tx, row[0])
-            tx.execute("DELETE FROM sources WHERE path = ?", (source,))
-            orphan = self._orphan_after_move(tx, row[0], "")
+            primary = self._primary(tx, doc_id)
+            tx.execute(delete(sources).where(sources.c.path == source))
+            orphan = self._orphan_after_move(tx, doc_id, "")
             if orphan is None:
-                self._follow_name(tx, row[0], primary)
-            generation = self._bump_generation(tx)
+                self._follow_name(tx, doc_id, primary)
+            generation = self._bump_generation(tx, removed=[orphan] if orphan else [])
         self._mark_seen(generation)
         if orphan:
             self._purge(orphan)
@@ -738,10 +711,9 @@ class DocumentStore:
     def remove_document(self, doc_id: str) -> bool:
         """Remove a document with all its names and chunks. Call inside ``writing()``."""
         with self._transaction() as tx:
-            changed = tx.execute(
-                "UPDATE documents SET state = 'deleting' WHERE doc_id = ? AND state = 'complete'", (doc_id,)
-            ).rowcount
-            generation = self._bump_generation(tx)
+            changed = tx.execute(update(documents).where(documents.c.doc_id == doc_id, documents.c.state == COMPLETE)
+                                 .values(state=DELETING)).rowcount
+            generation = self._bump_generation(tx, removed=[doc_id] if changed else [])
         self._mark_seen(generation)
         if changed:
             self._purge(doc_id)
@@ -757,16 +729,18 @@ class DocumentStore:
         return ids
 
     def catalog_chunk_ids(self, complete_only: bool = True) -> set[str]:
-        query = "SELECT c.chunk_id FROM chunks c"
+        statement = select(chunks.c.chunk_id)
         if complete_only:
-            query += " JOIN documents d ON c.doc_id = d.doc_id WHERE d.state = 'complete'"
-        return {r[0] for r in self._db().execute(query)}
+            statement = statement.join(documents, chunks.c.doc_id == documents.c.doc_id) \
+                .where(documents.c.state == COMPLETE)
+        return {r[0] for r in self._rows(statement)}
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        """Let go of pooled SQLite connections (the directory may be deleted and made anew;
+        a connection to the old file would write into a deleted one). A shared catalogue's pool
+        stays for the process's other stores."""
+        if not self.catalog.shared:
+            self.catalog.engine.dispose()
 
 
 def _forget_cached_client(chroma_path: Path) -> None:
@@ -782,21 +756,6 @@ def forget_embedded_client(store_dir: str | Path) -> None:
     """Let go of the cached Chroma client of the store in ``store_dir`` (before deleting it)."""
     with _CHROMA_OPEN_LOCK:
         _forget_cached_client(Path(store_dir).expanduser().resolve() / CHROMA_DIR)
-
-
-def _use_wal(conn: sqlite3.Connection, wait_s: float = 60.0) -> None:
-    """Switch ``conn``'s catalogue to write-ahead logging. On a new catalogue that two processes
-    open at the same moment, SQLite answers "database is locked" to the second at once (the
-    switch does not wait on the busy timeout), so it is retried here until the first is done."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 def _chroma_metadata(doc_id: str, chunk: NewChunk) -> dict:

@@ -52,6 +52,11 @@ class StoreSettings(BaseModel):
     chroma_host: str | None = None
     """Set to use a Chroma server instead of the embedded, on-disk store."""
     chroma_port: int = 8000
+    catalog_url: str | None = None
+    """The catalogue (documents, chunk text, states, writer lock) as an SQLAlchemy URL, for a
+    knowledge base shared by several app instances and workers:
+    ``postgresql+psycopg://user:password@host:5432/database`` (one database per knowledge base;
+    docs/deploy.md). None: a SQLite file in ``dir``."""
     lock_timeout_s: float = 600.0
     """How long a writer waits for another writer on the same store before giving up."""
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.helpers_servers import free_port
 
 # Tests never reach the Hub, and a user's own DOCQA_* variables must not leak into them.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -21,12 +22,6 @@ for _name in [n for n in os.environ if n.startswith("DOCQA_")]:
 
 REPO = Path(__file__).resolve().parent.parent
 CMRC_PATH = REPO.parent / "shared" / "data" / "cmrc2018" / "cmrc2018_dev.json"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def stop_process(proc: subprocess.Popen) -> None:

@@ -134,8 +134,16 @@ def snapshot(store) -> Snapshot:
     )
 
 
+def _query(store, sql: str) -> list[tuple]:
+    """Rows of a plain SQL query on the store's catalogue (SQLite or PostgreSQL)."""
+    from sqlalchemy import text
+
+    with store.catalog.reading() as conn:
+        return [tuple(r) for r in conn.execute(text(sql)).all()]
+
+
 def pending_rows(store) -> list[tuple[str, str]]:
-    return store._db().execute("SELECT doc_id, state FROM documents WHERE state != 'complete'").fetchall()
+    return _query(store, "SELECT doc_id, state FROM documents WHERE state != 'complete'")
 
 
 def check_consistent(store, settled: bool = True) -> Snapshot:
@@ -159,13 +167,11 @@ def check_consistent(store, settled: bool = True) -> Snapshot:
         assert have == expected, f"document {doc_id}: catalogue chunks {len(have)} != {count}"
         assert expected <= snap.vector_ids, f"document {doc_id}: vectors missing from Chroma"
         assert all(snap.texts[c].strip() for c in expected), f"document {doc_id}: empty chunk"
-    orphans = store._db().execute(
-        "SELECT COUNT(*) FROM chunks c LEFT JOIN documents d ON c.doc_id = d.doc_id WHERE d.doc_id IS NULL"
-    ).fetchone()[0]
+    orphans = _query(store, "SELECT COUNT(*) FROM chunks c LEFT JOIN documents d ON c.doc_id = d.doc_id "
+                            "WHERE d.doc_id IS NULL")[0][0]
     assert orphans == 0, f"{orphans} catalogue chunks belong to no document"
-    sourceless = store._db().execute(
-        "SELECT COUNT(*) FROM sources s LEFT JOIN documents d ON s.doc_id = d.doc_id WHERE d.doc_id IS NULL"
-    ).fetchone()[0]
+    sourceless = _query(store, "SELECT COUNT(*) FROM sources s LEFT JOIN documents d ON s.doc_id = d.doc_id "
+                               "WHERE d.doc_id IS NULL")[0][0]
     assert sourceless == 0, "a source points at no document"
     if settled:
         assert pending_rows(store) == [], "pending/deleting rows left behind"

