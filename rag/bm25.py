@@ -20,11 +20,17 @@ of shape ``(vocabulary, chunks)`` whose entry ``(t, d)`` is the full Okapi BM25 
 A query's scores are then the sum of its terms' rows (``W[terms].sum(0)``, a few sparse rows),
 and the top k come from ``np.argpartition``; nothing is rebuilt per query.
 
-The index is rebuilt only when the store's ``generation`` changes (every committed ingest or
-removal bumps it). A built index is also saved next to the catalogue as
-``bm25-<generation>.npz`` so that a new process (a CLI call, a Streamlit restart) loads it
-instead of re-tokenising; older files are deleted. See docs/benchmarks.md for build vs load
-times at 100k chunks.
+The index follows the store's ``generation`` (every committed ingest or removal bumps it)
+incrementally: the catalogue logs which documents each generation added and removed
+(``DocumentStore.changes_since``), so an index at an older generation drops the removed
+documents' columns, reads and tokenises only the added ones, and recomputes the weights from the
+raw term counts it keeps (``counts``), a few vectorised passes. Only without a usable log (a
+catalogue from before it, an index whose generation is unknown) is it built from every row.
+This is what lets several app instances share one catalogue (docs/deploy.md): each follows the
+others' ingests at the cost of what changed. A built index is also saved in the store directory
+as ``bm25-<generation>.npz``, so that a new process (a CLI call, a Streamlit restart) loads the
+newest one and brings it up to date; older files are deleted. docs/benchmarks.md has build,
+load and update times at 100k chunks.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ from scipy import sparse
 K1 = 1.2
 B = 0.75
 INDEX_PREFIX = "bm25-"
-INDEX_FORMAT = 2
+INDEX_FORMAT = 3  # 3: raw term counts and lengths are saved, weights are derived
 _CJK_TERM = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN_TERM = re.compile(r"[a-z]")
 
@@ -59,6 +65,10 @@ class BM25Index:
     chunk_ids: list[str]
     doc_ids: list[str]
     generation: int = -1
+    counts: sparse.csc_matrix | None = field(default=None, repr=False)
+    """(terms, chunks) raw term counts: what an update starts from."""
+    lengths: np.ndarray | None = field(default=None, repr=False)
+    """Tokens per chunk."""
     built_in_s: float = 0.0
     loaded_from_disk: bool = False
     _doc_rows: dict[str, np.ndarray] | None = field(default=None, repr=False)
@@ -80,56 +90,71 @@ class BM25Index:
         vocab: dict[str, int] = {}
         chunk_ids: list[str] = []
         doc_ids: list[str] = []
-        term_idx: list[int] = []
-        doc_idx: list[int] = []
-        lengths: list[int] = []
-        for col, (chunk_id, doc_id, tokens) in enumerate(rows):
-            chunk_ids.append(chunk_id)
-            doc_ids.append(doc_id)
-            words = tokens.split()
-            lengths.append(len(words))
-            setdefault = vocab.setdefault
-            ids = [setdefault(w, len(vocab)) for w in words]
-            term_idx.extend(ids)
-            doc_idx.extend([col] * len(ids))
-        n_docs, n_terms = len(chunk_ids), len(vocab)
+        counts, lengths = _count(rows, vocab, chunk_ids, doc_ids)
+        index = cls.from_counts(counts, lengths, vocab, chunk_ids, doc_ids, generation, k1, b)
+        index.built_in_s = time.perf_counter() - start
+        return index
+
+    @classmethod
+    def from_counts(cls, counts: sparse.csc_matrix, lengths: np.ndarray, vocab: dict[str, int],
+                    chunk_ids: list[str], doc_ids: list[str], generation: int = -1,
+                    k1: float = K1, b: float = B) -> "BM25Index":
+        """The weights (module docstring) from raw counts, vectorised."""
+        n_terms, n_docs = counts.shape
         if n_docs == 0:
-            empty = sparse.csr_matrix((0, 0), dtype=np.float32)
-            return cls(empty, {}, np.zeros(0, np.float32), [], [], generation, time.perf_counter() - start)
-        # COO with duplicates summed = term frequencies
-        tf = sparse.coo_matrix(
-            (np.ones(len(term_idx), dtype=np.float32), (np.asarray(term_idx), np.asarray(doc_idx))),
-            shape=(n_terms, n_docs),
-        ).tocsr()
-        tf.sum_duplicates()
-        lengths_arr = np.asarray(lengths, dtype=np.float32)
-        avgdl = float(lengths_arr.mean()) or 1.0
-        df = np.diff(tf.indptr).astype(np.float32)  # nnz per term row = document frequency
+            empty = sparse.csr_matrix((n_terms, 0), dtype=np.float32)
+            return cls(empty, vocab, np.zeros(n_terms, np.float32), [], [], generation,
+                       counts=counts, lengths=lengths)
+        avgdl = float(lengths.mean()) or 1.0
+        df = np.bincount(counts.indices, minlength=n_terms).astype(np.float32)
         idf = np.log1p((n_docs - df + 0.5) / (df + 0.5)).astype(np.float32)
-        norm = (k1 * (1.0 - b + b * lengths_arr / avgdl)).astype(np.float32)
-        data = tf.data
-        cols = tf.indices
-        rows_of = np.repeat(np.arange(n_terms), np.diff(tf.indptr))
-        tf.data = (idf[rows_of] * data * (k1 + 1.0) / (data + norm[cols])).astype(np.float32)
-        return cls(tf, vocab, idf, chunk_ids, doc_ids, generation, time.perf_counter() - start)
+        norm = (k1 * (1.0 - b + b * lengths / avgdl)).astype(np.float32)
+        tf = counts.data
+        cols = np.repeat(np.arange(n_docs), np.diff(counts.indptr))
+        data = (idf[counts.indices] * tf * (k1 + 1.0) / (tf + norm[cols])).astype(np.float32)
+        weights = sparse.csc_matrix((data, counts.indices, counts.indptr), shape=counts.shape).tocsr()
+        weights.sort_indices()  # matched_idf_fraction searches a row's columns
+        return cls(weights, vocab, idf, chunk_ids, doc_ids, generation, counts=counts, lengths=lengths)
+
+    def advance(self, removed: Iterable[str], added_rows: Iterable[tuple[str, str, str]],
+                generation: int) -> "BM25Index":
+        """This index with the chunks of the ``removed`` documents dropped and ``added_rows``
+        (``lexical_rows`` of the added documents) appended: what :meth:`build` would give at
+        ``generation``, at the cost of what changed."""
+        start = time.perf_counter()
+        added_rows = list(added_rows)
+        gone = set(removed) | {doc_id for _, doc_id, _ in added_rows}  # a re-added document is replaced
+        keep = np.asarray([i for i, d in enumerate(self.doc_ids) if d not in gone], dtype=np.int64)
+        vocab = dict(self.vocab)
+        chunk_ids = [self.chunk_ids[i] for i in keep]
+        doc_ids = [self.doc_ids[i] for i in keep]
+        new_counts, new_lengths = _count(added_rows, vocab, chunk_ids, doc_ids)
+        kept = self.counts[:, keep] if len(keep) else sparse.csc_matrix((self.counts.shape[0], 0), dtype=np.float32)
+        kept = sparse.csc_matrix(kept)
+        kept.resize((len(vocab), kept.shape[1]))  # new words: empty rows
+        counts = sparse.hstack([kept, new_counts], format="csc", dtype=np.float32)
+        lengths = np.concatenate([self.lengths[keep], new_lengths]).astype(np.float32)
+        index = BM25Index.from_counts(counts, lengths, vocab, chunk_ids, doc_ids, generation)
+        index.built_in_s = time.perf_counter() - start
+        return index
 
     # -- persistence ----------------------------------------------------------------------------
 
     def save(self, path: Path) -> None:
         """Write atomically (temp file + rename) so a reader never sees half a file."""
-        terms = np.array(sorted(self.vocab, key=self.vocab.__getitem__), dtype=object)
+        terms = sorted(self.vocab, key=self.vocab.__getitem__)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         with open(tmp, "wb") as fh:
             np.savez(
                 fh,
                 format=np.int64(INDEX_FORMAT),
                 generation=np.int64(self.generation),
-                data=self.weights.data,
-                indices=self.weights.indices,
-                indptr=self.weights.indptr,
-                shape=np.asarray(self.weights.shape, dtype=np.int64),
-                idf=self.idf,
-                terms="\n".join(terms.tolist()),
+                data=self.counts.data,
+                indices=self.counts.indices,
+                indptr=self.counts.indptr,
+                shape=np.asarray(self.counts.shape, dtype=np.int64),
+                lengths=self.lengths,
+                terms="\n".join(terms),
                 chunk_ids="\n".join(self.chunk_ids),
                 doc_ids="\n".join(self.doc_ids),
             )
@@ -142,18 +167,12 @@ class BM25Index:
             if int(z["format"]) != INDEX_FORMAT:
                 raise ValueError(f"{path}: index format {int(z['format'])}, expected {INDEX_FORMAT}")
             shape = tuple(int(x) for x in z["shape"])
-            weights = sparse.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=shape)
+            counts = sparse.csc_matrix((z["data"], z["indices"], z["indptr"]), shape=shape)
             terms = str(z["terms"]).split("\n") if shape[0] else []
             chunk_ids = str(z["chunk_ids"]).split("\n") if shape[1] else []
             doc_ids = str(z["doc_ids"]).split("\n") if shape[1] else []
-            index = cls(
-                weights,
-                {t: i for i, t in enumerate(terms)},
-                z["idf"],
-                chunk_ids,
-                doc_ids,
-                int(z["generation"]),
-            )
+            index = cls.from_counts(counts, z["lengths"], {t: i for i, t in enumerate(terms)}, chunk_ids, doc_ids,
+                                    int(z["generation"]))
         index.built_in_s = time.perf_counter() - start
         index.loaded_from_disk = True
         return index
@@ -272,6 +291,30 @@ class BM25Index:
         return present / total if total > 0 else 0.0
 
 
+def _count(rows: Iterable[tuple[str, str, str]], vocab: dict[str, int], chunk_ids: list[str],
+           doc_ids: list[str]) -> tuple[sparse.csc_matrix, np.ndarray]:
+    """Term counts of ``rows`` as a (terms, rows) CSC matrix over ``vocab`` (extended with new
+    words), and their lengths; the rows' ids are appended to ``chunk_ids`` / ``doc_ids``."""
+    term_idx: list[int] = []
+    col_idx: list[int] = []
+    lengths: list[int] = []
+    setdefault = vocab.setdefault
+    for col, (chunk_id, doc_id, tokens) in enumerate(rows):
+        chunk_ids.append(chunk_id)
+        doc_ids.append(doc_id)
+        words = tokens.split()
+        lengths.append(len(words))
+        ids = [setdefault(w, len(vocab)) for w in words]
+        term_idx.extend(ids)
+        col_idx.extend([col] * len(ids))
+    counts = sparse.coo_matrix(
+        (np.ones(len(term_idx), dtype=np.float32), (np.asarray(term_idx, dtype=np.int64), np.asarray(col_idx, dtype=np.int64))),
+        shape=(len(vocab), len(lengths)),
+    ).tocsc()
+    counts.sum_duplicates()  # duplicates summed = term frequencies
+    return counts, np.asarray(lengths, dtype=np.float32)
+
+
 def _top(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k largest values, best first (argpartition, then a sort of k)."""
     n = len(scores)
@@ -295,9 +338,9 @@ def index_path(store_dir: Path, generation: int) -> Path:
 
 
 def load_index(store, persist: bool = True) -> BM25Index:
-    """The BM25 index of ``store`` at its current generation: from memory, else from the
-    ``.npz`` written by an earlier process, else built from ``lexical_rows()`` (and saved).
-    """
+    """The BM25 index of ``store`` at its current generation: from memory, else from the newest
+    ``.npz`` an earlier process wrote; either brought up to date through the store's change log
+    when it is older, else built from ``lexical_rows()``. A new one is saved."""
     key = str(store.dir)
     generation = store.generation
     cached = _cache.get(key)
@@ -309,29 +352,54 @@ def load_index(store, persist: bool = True) -> BM25Index:
         cached = _cache.get(key)
         if cached is not None and cached.generation == generation:
             return cached
-        path = index_path(store.dir, generation)
-        index = None
-        if persist and path.exists():
-            try:
-                index = BM25Index.load(path)
-                if index.generation != generation:
-                    index = None
-            except Exception:  # a damaged or old-format file: rebuild it
-                index = None
+        start = cached if cached is not None and cached.generation >= 0 else _newest_saved(store.dir) if persist else None
+        index = start if start is not None and start.generation == generation else \
+            _advanced(store, start) if start is not None else None
         if index is None:
             # read the generation again with the rows: a writer may commit in between, and then
             # the index must not be labelled with the older number
             rows = store.lexical_rows()
             after = store.generation
             index = BM25Index.build(rows, generation=generation if after == generation else -1)
-            if persist and index.generation == generation:
-                try:
-                    index.save(path)
-                    _remove_stale(store.dir, keep=path)
-                except OSError:
-                    pass  # a read-only store still works, it just rebuilds next time
+        if persist and index.generation >= 0 and not index.loaded_from_disk:
+            path = index_path(store.dir, index.generation)
+            try:
+                index.save(path)
+                _remove_stale(store.dir, keep=path)
+            except OSError:
+                pass  # a read-only store still works, it just rebuilds next time
         _cache[key] = index
         return index
+
+
+def _newest_saved(store_dir: Path) -> BM25Index | None:
+    files = sorted(Path(store_dir).glob(f"{INDEX_PREFIX}*.npz"),
+                   key=lambda p: int(p.stem[len(INDEX_PREFIX):]) if p.stem[len(INDEX_PREFIX):].isdigit() else -1)
+    for path in reversed(files):
+        try:
+            return BM25Index.load(path)
+        except Exception:  # a damaged or old-format file: try the next, else rebuild
+            continue
+    return None
+
+
+def _advanced(store, index: BM25Index) -> BM25Index | None:
+    """``index`` brought to the store's generation through its change log; None when the log
+    cannot do it (see ``DocumentStore.changes_since``)."""
+    changes_since = getattr(store, "changes_since", None)
+    delta = changes_since(index.generation) if changes_since is not None and index.counts is not None else None
+    if delta is None:
+        return None
+    current, log = delta
+    if current == index.generation:
+        return index
+    final: dict[str, str] = {}
+    for _generation, doc_id, op in log:  # the last change of each document counts
+        final[doc_id] = op
+    added = [d for d, op in final.items() if op == "add"]
+    removed = [d for d, op in final.items() if op == "remove"]
+    rows = store.lexical_rows(doc_ids=added) if added else []
+    return index.advance(removed, rows, current)
 
 
 def _remove_stale(store_dir: Path, keep: Path) -> None:

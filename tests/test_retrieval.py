@@ -279,7 +279,35 @@ def test_index_follows_ingestion_and_removal(tmp_path):
     assert all(h.file_name == "a.txt" for h in kb.retrieve("龙井茶产于哪里？", k=3))
 
 
+def test_index_is_brought_up_to_date_from_the_change_log(tmp_path, monkeypatch):
+    """After an ingest or a removal the index reads only the changed documents' rows, and ends
+    up as a rebuild would; a new process starts from the saved file and does the same."""
+    kb = make_kb(tmp_path, docs={"a.txt": DOCS["beijing.txt"], "p.md": DOCS["panda.md"]})
+    before = load_index(kb.store)
+    calls = []
+    real = kb.store.lexical_rows
+    monkeypatch.setattr(kb.store, "lexical_rows", lambda doc_ids=None: calls.append(doc_ids) or real(doc_ids))
+    kb.add(write_docs(tmp_path / "more", {"tea.txt": DOCS["tea.txt"]}))
+    assert kb.remove("a.txt")
+    after = load_index(kb.store)
+    assert after.generation == kb.store.generation > before.generation
+    assert calls == [[doc_id_of(kb, "tea.txt")]]  # one added document's rows, nothing else
+    rebuilt = BM25Index.build(real())
+    assert sorted(after.chunk_ids) == sorted(rebuilt.chunk_ids)
+    for query in (["龙井茶"], ["北京"], ["大熊猫", "竹子"]):
+        ours = dict(zip(after.chunk_ids, after.scores(query)))
+        assert np.allclose([ours[c] for c in rebuilt.chunk_ids], rebuilt.scores(query), atol=1e-5)
+    # a new process (an empty cache) loads the newest saved index and follows the log from there
+    bm25_mod.clear_cache()
+    calls.clear()
+    kb.add(write_docs(tmp_path / "again", {"py.txt": DOCS["python.txt"]}))
+    latest = load_index(kb.store)
+    assert latest.generation == kb.store.generation and calls == [[doc_id_of(kb, "py.txt")]]
+    assert [h.file_name for h in kb.retriever.search("Python programming language", k=1, mode="bm25")] == ["py.txt"]
+
+
 def test_new_process_loads_the_saved_index(kb):
+    load_index(kb.store)  # the first search builds and saves it
     path = index_path(kb.store.dir, kb.store.generation)
     assert path.exists()
     code = textwrap.dedent(

@@ -1,0 +1,157 @@
+# ruff: noqa: F811  (pytest fixtures are imported, then named as arguments)
+"""A knowledge base shared by several app instances (issue 15): the catalogue on a real
+PostgreSQL server, the vectors on a real Chroma server (`chroma run`), each instance with its
+own store directory, as on separate machines (docs/deploy.md)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ingest.errors import StoreBusy
+from rag.api import KnowledgeBase
+from rag.bm25 import BM25Index, load_index
+from rag.settings import Settings
+from rag.testing import fake_loaded_model
+from tests.helpers_rag import DOCS, write_docs
+from tests.helpers_reliability import REPO, check_consistent, cli_env
+from tests.helpers_servers import postgres_server, postgres_url  # noqa: F401  (fixtures)
+
+pytestmark = [pytest.mark.server, pytest.mark.timeout(600)]
+
+
+def instance(folder: Path, url: str, chroma: tuple[str, int], embedder, **store) -> KnowledgeBase:
+    """One app instance: its own directory, the shared catalogue and Chroma server."""
+    settings = Settings(store={"dir": folder, "catalog_url": url, "chroma_host": chroma[0],
+                               "chroma_port": chroma[1], **store},
+                        retrieval={"relevance_threshold": 0.0})
+    return KnowledgeBase(settings=settings, embedder=embedder, model=fake_loaded_model(4096, 64))
+
+
+def bm25_files(kb: KnowledgeBase, query: str) -> list[str]:
+    return [h.file_name for h in kb.retriever.search(query, k=5, mode="bm25")]
+
+
+def test_two_instances_see_the_same_documents_and_bm25_results(tmp_path, postgres_url, chroma_server, embedder,
+                                                                monkeypatch):
+    a = instance(tmp_path / "a", postgres_url, chroma_server, embedder)
+    b = instance(tmp_path / "b", postgres_url, chroma_server, embedder)
+    assert a.store.collection_name == b.store.collection_name  # one collection, named in the catalogue
+    files = write_docs(tmp_path / "files")
+    assert a.add([files / "beijing.txt", files / "panda.md"]).ok
+    assert sorted(d.file_names[0] for d in b.documents()) == ["beijing.txt", "panda.md"]
+    assert bm25_files(b, "大熊猫 竹子")[0] == "panda.md"
+    assert b.retrieve("大熊猫吃什么？", k=1)[0].file_name == "panda.md"  # dense too, from the shared server
+
+    # b's index is built now; what a adds and removes later reaches it through the change log,
+    # without reading every chunk again
+    load_index(b.store)
+    calls = []
+    real = b.store.lexical_rows
+    monkeypatch.setattr(b.store, "lexical_rows", lambda doc_ids=None: calls.append(doc_ids) or real(doc_ids))
+    assert a.add([files / "tea.txt"]).ok
+    assert a.remove("beijing.txt")
+    assert bm25_files(b, "龙井茶 西湖")[0] == "tea.txt"
+    assert "beijing.txt" not in bm25_files(b, "北京 首都 故宫")
+    assert calls and all(doc_ids is not None for doc_ids in calls), calls  # no full rebuild
+    followed = load_index(b.store)
+    rebuilt = BM25Index.build(real())
+    assert followed.generation == b.store.generation == a.store.generation
+    assert sorted(followed.chunk_ids) == sorted(rebuilt.chunk_ids)
+    for query in (["龙井茶"], ["大熊猫", "竹子"], ["北京"], ["python", "language"]):
+        ours = dict(zip(followed.chunk_ids, followed.scores(query)))
+        want = dict(zip(rebuilt.chunk_ids, rebuilt.scores(query)))
+        assert np.allclose([ours[c] for c in want], list(want.values()), atol=1e-5), query
+
+
+def test_the_writer_lock_is_postgresqls_and_goes_with_a_killed_writer(tmp_path, postgres_url, chroma_server,
+                                                                      embedder):
+    a = instance(tmp_path / "a", postgres_url, chroma_server, embedder)
+    b = instance(tmp_path / "b", postgres_url, chroma_server, embedder, lock_timeout_s=1.0)
+    with a.store.writing():
+        with pytest.raises(StoreBusy, match="busy"):
+            with b.store.writing():
+                pass
+    with b.store.writing():  # released
+        pass
+    assert not (tmp_path / "a" / "write.lock").exists() and not (tmp_path / "b" / "write.lock").exists()
+
+    # a writer killed while it holds the lock: the server drops its session and the lock with it
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\n"
+         "from ingest.embeddings import load_embedder\n"
+         "from ingest.store import DocumentStore\n"
+         "from rag.settings import Settings\n"
+         f"s = Settings(store={{'dir': {str(tmp_path / 'c')!r}, 'catalog_url': {postgres_url!r}, "
+         f"'chroma_host': {chroma_server[0]!r}, 'chroma_port': {chroma_server[1]}}})\n"
+         "store = DocumentStore.open(s, load_embedder(s.embedding))\n"
+         "with store.writing():\n"
+         "    print('locked', flush=True)\n"
+         "    time.sleep(600)\n"],
+        cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked", holder.stderr.read()[-2000:]
+        with pytest.raises(StoreBusy):
+            with b.store.writing():
+                pass
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with b.store.writing():
+                    break
+            except StoreBusy:
+                assert time.monotonic() < deadline, "the killed writer's lock was never released"
+    finally:
+        holder.kill()
+        holder.communicate()
+
+
+def test_two_processes_ingest_at_once_while_another_instance_queries(tmp_path, postgres_url, chroma_server,
+                                                                     embedder):
+    """Nothing lost, nothing twice, nothing stale: two `python -m ingest` processes on two
+    directories (two machines) write to the shared knowledge base at once, with three files in
+    both corpora, while a third instance keeps asking."""
+    corpora = []
+    for name, offset in (("one", 0), ("two", 100)):
+        folder = tmp_path / name
+        folder.mkdir()
+        for i in range(12):
+            (folder / f"{name}{i:02d}.txt").write_text(f"第{offset + i}号文件讲的是{'长城故宫黄山西湖泰山'[i % 10]}的故事。",
+                                                        encoding="utf-8")
+        for shared in ("beijing.txt", "panda.md", "tea.txt"):
+            (folder / shared).write_text(DOCS[shared], encoding="utf-8")
+        corpora.append(folder)
+    env = cli_env(DOCQA_STORE__CATALOG_URL=postgres_url, DOCQA_STORE__CHROMA_HOST=chroma_server[0],
+                  DOCQA_STORE__CHROMA_PORT=str(chroma_server[1]), DOCQA_EMBEDDING__BATCH_SIZE="2",
+                  OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen([sys.executable, "-m", "ingest", str(folder), "--kb", str(tmp_path / f"kb-{i}"),
+                               "--json"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for i, folder in enumerate(corpora)]
+    reader = instance(tmp_path / "reader", postgres_url, chroma_server, embedder)
+    seen = 0
+    while any(p.poll() is None for p in procs):
+        hits = reader.retriever.search("大熊猫吃什么", k=3)
+        listed = {d.doc_id for d in reader.documents()}  # (nothing is removed here: a hit stays listed)
+        assert {h.doc_id for h in hits} <= listed
+        seen = max(seen, len(listed))
+        check_consistent(reader.store, settled=False)
+        time.sleep(0.2)
+    for p in procs:
+        _, err = p.communicate()
+        assert p.returncode == 0, err.decode("utf-8", "replace")[-2000:]
+    docs = reader.documents()
+    assert len(docs) == 24 + 3  # every file once; the shared three once each
+    by_name = {Path(s).name: d for d in docs for s in d.sources}
+    assert len(by_name["panda.md"].sources) == 2  # one document, a source from each machine
+    check_consistent(reader.store, settled=True)
+    assert bm25_files(reader, "龙井茶 西湖")[0] == "tea.txt"
+    assert seen <= len(docs)
