@@ -47,7 +47,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 """The newest Alembic revision (ingest/migrations/versions)."""
 
 metadata = MetaData()

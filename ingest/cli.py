@@ -5,6 +5,9 @@
     python -m ingest --kb my_kb --remove 3f2a9c         # by id (prefix): the document and all its files
     python -m ingest --kb my_kb --remove handbook.txt   # by path or file name: only that file
     python -m ingest docs/ --json                       # one JSON object on stdout
+    python -m ingest --enqueue /shared/docs/            # jobs for ingestion workers (ingest.queue)
+    python -m ingest --worker [--follow]                # take and ingest jobs (on each machine)
+    python -m ingest --queue                            # jobs queued, running, done, failed
 
 Identical files are stored once as one document with several sources. Removing by path or file
 name detaches that file only; the document and its chunks go with its last file. Removing by
@@ -35,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="by document id or id prefix: remove the document with all its files; by path "
                              "or file name: remove only that file (a document goes with its last file); "
                              "repeatable")
+    parser.add_argument("--enqueue", action="store_true",
+                        help="queue the given files and folders for ingestion workers instead of ingesting them")
+    parser.add_argument("--worker", action="store_true",
+                        help="take queued files and ingest them until none is left (ingest.queue)")
+    parser.add_argument("--follow", action="store_true", help="with --worker: wait for more jobs, until stopped")
+    parser.add_argument("--queue", action="store_true", help="show how many jobs are queued, running, done, failed")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -42,15 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not (args.paths or args.list or args.remove):
+    if not (args.paths or args.list or args.remove or args.worker or args.queue):
         build_parser().print_usage(sys.stderr)
-        print("python -m ingest: give files or folders, --list, or --remove DOC", file=sys.stderr)
+        print("python -m ingest: give files or folders, --list, --remove DOC, --worker or --queue", file=sys.stderr)
+        return 2
+    if args.enqueue and not args.paths:
+        print("python -m ingest: --enqueue needs files or folders", file=sys.stderr)
         return 2
     settings = Settings()
     use_cli_language(settings.ui.language)
     if args.kb:
         settings = settings.with_store(args.kb)
     try:
+        if args.enqueue or args.worker or args.queue:
+            return _run_queue(args, settings)
         return _run(args, settings)
     except StoreError as exc:
         print(cli_text("error: {message}", message=exc), file=sys.stderr)
@@ -133,6 +147,41 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
     elif args.paths or args.remove:
         print_report(report)
+    return exit_code
+
+
+def _run_queue(args: argparse.Namespace, settings: Settings) -> int:
+    """--enqueue, --worker, --queue (ingest.queue)."""
+    from ingest.queue import IngestQueue, run_worker
+
+    result: dict = {}
+    exit_code = 0
+    if args.enqueue:
+        added, missing = IngestQueue.open(settings).enqueue(args.paths)
+        result.update(queued=added, missing=missing)
+        if not args.json:
+            print(cli_text("queued {n} file(s)", n=added))
+            for path in missing:
+                print(cli_text("not found: {path}", path=path), file=sys.stderr)
+        exit_code = 1 if missing else 0
+    if args.worker:
+        def said(job, error) -> None:
+            if not args.json:
+                print(cli_text("failed: {path} ({error})", path=job.path, error=error) if error
+                      else cli_text("done: {path}", path=job.path), flush=True)
+
+        report = run_worker(settings, follow=args.follow, on_job=said)
+        result["worker"] = report.to_dict()
+        exit_code = 1 if report.failed else exit_code
+    if args.queue or args.worker:
+        queue = IngestQueue.open(settings)
+        result["jobs"] = queue.counts()
+        if not args.json:
+            print(cli_text("{queued} queued, {running} running, {done} done, {failed} failed", **result["jobs"]))
+            for path, error in queue.failures():
+                print(cli_text("  failed: {path}: {error}", path=path, error=error), file=sys.stderr)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
     return exit_code
 
 

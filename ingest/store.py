@@ -264,12 +264,13 @@ class DocumentStore:
     def _check_embedder(self) -> None:
         built_with = json.loads(self._meta("embedder"))
         if built_with != self.embedder.signature:
+            fresh = "database (store.catalog_url)" if self.catalog.shared else "knowledge base directory"
             raise EmbedderMismatch(
                 f"The knowledge base at {self.where} was built with embedder {built_with['embedder']} "
                 f"(dimension {built_with['dimension']}), but the configured embedder is "
                 f"{self.embedder.name} (dimension {self.embedder.dimension}). Vectors from two "
                 f"models cannot be mixed: set DOCQA_EMBEDDING__MODEL to the original model, or "
-                f"ingest into a new knowledge base directory."
+                f"ingest into a new {fresh}."
             )
 
     @property

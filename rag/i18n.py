@@ -97,6 +97,12 @@ CLI = Catalog({
     "added {added}, updated {updated}, unchanged {unchanged}, removed {removed}, chunks {chunks}, failed {failed}":
         "新增 {added}，更新 {updated}，未变 {unchanged}，移除 {removed}，文本块 {chunks}，失败 {failed}",
     "  failed: {path}: {error}": "  失败：{path}：{error}",
+    "queued {n} file(s)": "已排队 {n} 个文件",
+    "not found: {path}": "找不到：{path}",
+    "done: {path}": "完成：{path}",
+    "failed: {path} ({error})": "失败：{path}（{error}）",
+    "{queued} queued, {running} running, {done} done, {failed} failed":
+        "排队 {queued}，进行中 {running}，完成 {done}，失败 {failed}",
     "  skipped {n} file(s) of unsupported types": "  跳过了 {n} 个不支持的文件",
     "  warning: {path}: {warning}": "  警告：{path}：{warning}",
     "OCR page {page}/{pages} of {name}": "正在识别（OCR）{name} 第 {page}/{pages} 页",

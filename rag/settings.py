@@ -103,6 +103,10 @@ class IngestSettings(BaseModel):
     parse_workers: int | None = None
     """Processes that read and split files while the embedder works. None: chosen from the
     number of files and CPU cores; 0: read in the ingesting process."""
+    worker_lease_s: float = 300.0
+    """Ingestion workers (``python -m ingest --worker``, ingest.queue): how long a claimed job
+    stays with a worker that makes no progress before another worker may take it (a killed
+    worker's jobs come back after this)."""
 
 
 class ModelSettings(BaseModel):

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from ingest.errors import StoreBusy
+from ingest.store import chunk_id_for
 from rag.api import KnowledgeBase
 from rag.bm25 import BM25Index, load_index
 from rag.settings import Settings
@@ -143,7 +144,13 @@ def test_two_processes_ingest_at_once_while_another_instance_queries(tmp_path, p
         listed = {d.doc_id for d in reader.documents()}  # (nothing is removed here: a hit stays listed)
         assert {h.doc_id for h in hits} <= listed
         seen = max(seen, len(listed))
-        check_consistent(reader.store, settled=False)
+        # a listed document has all its chunks, in the catalogue and in Chroma (read after the
+        # list: documents only come in this test, so later reads hold at least as much)
+        docs = reader.documents()
+        chunk_ids, vector_ids = reader.store.catalog_chunk_ids(), reader.store.vector_ids()
+        for d in docs:
+            want = {chunk_id_for(d.doc_id, i) for i in range(d.chunk_count)}
+            assert want <= chunk_ids and want <= vector_ids, d
         time.sleep(0.2)
     for p in procs:
         _, err = p.communicate()
@@ -155,3 +162,16 @@ def test_two_processes_ingest_at_once_while_another_instance_queries(tmp_path, p
     check_consistent(reader.store, settled=True)
     assert bm25_files(reader, "龙井茶 西湖")[0] == "tea.txt"
     assert seen <= len(docs)
+
+
+def test_the_app_does_not_make_other_knowledge_bases_on_a_shared_catalogue(tmp_path):
+    """Every folder would open the same database: the app offers only the shared one."""
+    from ui import services
+
+    local = Settings(store={"dir": tmp_path / "kb"})
+    services.create_kb(local, "second")
+    assert list(services.list_kbs(local)) == ["default", "second"]
+    shared = Settings(store={"dir": tmp_path / "kb", "catalog_url": "postgresql+psycopg://docqa@db-host/docqa_kb"})
+    assert list(services.list_kbs(shared)) == ["default"]
+    with pytest.raises(services.KBNameError, match="shared knowledge base"):
+        services.create_kb(shared, "third")

@@ -220,6 +220,9 @@ MESSAGES: dict[str, str] = {
     "rendered one by one by a dictionary (CC-CEDICT); Chinese-Alpaca-2 translates whole questions and finds more.":
         "文档是中文，没有模型翻译这个问题，所以还用词典（CC-CEDICT）逐词译成中文一并检索；"
         "Chinese-Alpaca-2 能翻译整个问题，找得更准。",
+    "This app serves one shared knowledge base (its catalogue is in PostgreSQL); another one needs its own "
+    "database and app instances (docs/deploy.md).":
+        "本应用服务于一个共享知识库（目录在 PostgreSQL 中）；另建知识库需要单独的数据库和应用实例（见 docs/deploy.md）。",
     "The model gave no usable translation of the question; it was searched as asked only.":
         "模型没有给出可用的问题译文，所以只按原问题检索。",
     "No passage of the chosen documents was relevant enough; nothing was cited.":

@@ -73,10 +73,11 @@ def kb_root(settings: Settings) -> Path:
 
 
 def list_kbs(settings: Settings) -> dict[str, Path]:
-    """Knowledge-base name → folder; ``default`` first, then the named ones alphabetically."""
+    """Knowledge-base name → folder; ``default`` first, then the named ones alphabetically. With a
+    shared catalogue (``store.catalog_url``) there is only the one it holds."""
     kbs = {DEFAULT_KB: default_kb_dir(settings)}
     root = kb_root(settings)
-    if root.is_dir():
+    if root.is_dir() and not settings.store.catalog_url:
         for child in sorted(root.iterdir(), key=lambda p: p.name.lower()):
             if child.is_dir() and not child.name.startswith(".") and child.name != DEFAULT_KB:
                 kbs[child.name] = child.resolve()
@@ -107,6 +108,9 @@ def validate_kb_name(name: str) -> str:
 
 
 def create_kb(settings: Settings, name: str) -> Path:
+    if settings.store.catalog_url:  # every folder would open the same database
+        raise KBNameError(N_("This app serves one shared knowledge base (its catalogue is in PostgreSQL); "
+                             "another one needs its own database and app instances (docs/deploy.md)."))
     name = validate_kb_name(name)
     path = kb_root(settings) / name
     if path.exists():
