@@ -5,6 +5,7 @@ own store directory, as on separate machines (docs/deploy.md)."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -116,11 +117,42 @@ def test_the_writer_lock_is_postgresqls_and_goes_with_a_killed_writer(tmp_path, 
         holder.communicate()
 
 
-def test_two_processes_ingest_at_once_while_another_instance_queries(tmp_path, postgres_url, chroma_server,
-                                                                     embedder):
-    """Nothing lost, nothing twice, nothing stale: two `python -m ingest` processes on two
-    directories (two machines) write to the shared knowledge base at once, with three files in
-    both corpora, while a third instance keeps asking."""
+INSTANCE = """
+import json, sys, threading, time
+from ingest.store import chunk_id_for
+from rag.api import KnowledgeBase
+from rag.settings import Settings
+from rag.testing import fake_loaded_model
+
+folder, corpus, other_file, expected = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+kb = KnowledgeBase(settings=Settings(store={"dir": folder}, retrieval={"relevance_threshold": 0.0}),
+                   model=fake_loaded_model(4096, 64))
+added = {}
+writer = threading.Thread(target=lambda: added.update(ok=kb.add([corpus]).ok))
+writer.start()
+queries = 0
+while writer.is_alive() or len(kb.documents()) < expected:
+    hits = kb.retrieve("大熊猫吃什么？", k=3)
+    docs = kb.documents()  # read after the hits; documents only come here, so every hit is listed
+    assert {h.doc_id for h in hits} <= {d.doc_id for d in docs}, "a hit of a document that is not listed"
+    chunk_ids, vector_ids = kb.store.catalog_chunk_ids(), kb.store.vector_ids()
+    for d in docs:  # a listed document has all its chunks, in the catalogue and in Chroma
+        want = {chunk_id_for(d.doc_id, i) for i in range(d.chunk_count)}
+        assert want <= chunk_ids and want <= vector_ids, d.doc_id
+    queries += 1
+    assert queries < 5000, "the other instance's documents never arrived"
+    time.sleep(0.1)
+writer.join()
+found = [h.file_name for h in kb.retriever.search(other_file, k=3, mode="bm25")]
+print(json.dumps({"added": added.get("ok"), "queries": queries, "documents": len(kb.documents()),
+                  "other_found": found[:1]}))
+"""
+
+
+def test_two_app_processes_ingest_at_once_while_both_query(tmp_path, postgres_url, chroma_server, embedder):
+    """Nothing lost, nothing twice, nothing stale: two app processes with their own directories
+    (two machines) each ingest their files into the shared knowledge base, at the same time,
+    while each keeps asking; three files are in both corpora. Each then finds the other's."""
     corpora = []
     for name, offset in (("one", 0), ("two", 100)):
         folder = tmp_path / name
@@ -131,37 +163,29 @@ def test_two_processes_ingest_at_once_while_another_instance_queries(tmp_path, p
         for shared in ("beijing.txt", "panda.md", "tea.txt"):
             (folder / shared).write_text(DOCS[shared], encoding="utf-8")
         corpora.append(folder)
+    script = tmp_path / "instance.py"
+    script.write_text(INSTANCE, encoding="utf-8")
     env = cli_env(DOCQA_STORE__CATALOG_URL=postgres_url, DOCQA_STORE__CHROMA_HOST=chroma_server[0],
                   DOCQA_STORE__CHROMA_PORT=str(chroma_server[1]), DOCQA_EMBEDDING__BATCH_SIZE="2",
                   OMP_NUM_THREADS="1")
-    procs = [subprocess.Popen([sys.executable, "-m", "ingest", str(folder), "--kb", str(tmp_path / f"kb-{i}"),
-                               "--json"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # each looks for a file only the other ingests, by its words (第105号 is in two/two05.txt)
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / f"app-{i}"), str(folder),
+                               f"第{105 if i == 0 else 5}号文件", "27"],
+                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i, folder in enumerate(corpora)]
-    reader = instance(tmp_path / "reader", postgres_url, chroma_server, embedder)
-    seen = 0
-    while any(p.poll() is None for p in procs):
-        hits = reader.retriever.search("大熊猫吃什么", k=3)
-        listed = {d.doc_id for d in reader.documents()}  # (nothing is removed here: a hit stays listed)
-        assert {h.doc_id for h in hits} <= listed
-        seen = max(seen, len(listed))
-        # a listed document has all its chunks, in the catalogue and in Chroma (read after the
-        # list: documents only come in this test, so later reads hold at least as much)
-        docs = reader.documents()
-        chunk_ids, vector_ids = reader.store.catalog_chunk_ids(), reader.store.vector_ids()
-        for d in docs:
-            want = {chunk_id_for(d.doc_id, i) for i in range(d.chunk_count)}
-            assert want <= chunk_ids and want <= vector_ids, d
-        time.sleep(0.2)
+    results = []
     for p in procs:
-        _, err = p.communicate()
-        assert p.returncode == 0, err.decode("utf-8", "replace")[-2000:]
+        out, err = p.communicate(timeout=500)
+        assert p.returncode == 0, err[-3000:]
+        results.append(json.loads(out.splitlines()[-1]))
+    assert [r["added"] for r in results] == [True, True] and all(r["queries"] > 0 for r in results), results
+    assert [r["other_found"] for r in results] == [["two05.txt"], ["one05.txt"]], results
+    assert [r["documents"] for r in results] == [27, 27]  # every file once; the shared three once each
+    reader = instance(tmp_path / "reader", postgres_url, chroma_server, embedder)
     docs = reader.documents()
-    assert len(docs) == 24 + 3  # every file once; the shared three once each
     by_name = {Path(s).name: d for d in docs for s in d.sources}
-    assert len(by_name["panda.md"].sources) == 2  # one document, a source from each machine
+    assert len(docs) == 27 and len(by_name["panda.md"].sources) == 2  # one document, a source from each
     check_consistent(reader.store, settled=True)
-    assert bm25_files(reader, "龙井茶 西湖")[0] == "tea.txt"
-    assert seen <= len(docs)
 
 
 def test_the_app_does_not_make_other_knowledge_bases_on_a_shared_catalogue(tmp_path):
