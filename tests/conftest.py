@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers_servers import free_port
+from tests.helpers_servers import free_port  # noqa: F401  (imported from here by test modules)
 
 # Tests never reach the Hub, and a user's own DOCQA_* variables must not leak into them.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -54,32 +51,16 @@ def kb_settings(tmp_path):
 @pytest.fixture(scope="session")
 def chroma_server(tmp_path_factory):
     """A real Chroma server (`chroma run`) on 127.0.0.1 and a free port, for the whole session."""
-    chroma = shutil.which("chroma", path=str(Path(sys.executable).parent)) or shutil.which("chroma")
-    if chroma is None:
-        pytest.fail("the `chroma` command (from the chromadb package) is not installed")
-    port = free_port()
-    data = tmp_path_factory.mktemp("chroma-server")
-    log = open(data / "server.log", "w")
-    proc = subprocess.Popen(
-        [chroma, "run", "--path", str(data / "db"), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    import urllib.request
+    from contextlib import ExitStack
 
-    deadline = time.time() + 60
-    while True:
+    from tests.helpers_servers import ServerUnavailable, start_chroma
+
+    with ExitStack() as stack:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1):
-                break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail(f"chroma server did not start: {(data / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.3)
-    yield ("127.0.0.1", port)
-    stop_process(proc)
-    log.close()
+            address = stack.enter_context(start_chroma(tmp_path_factory.mktemp("chroma-server")))
+        except (ServerUnavailable, RuntimeError) as exc:
+            pytest.fail(str(exc))
+        yield address
 
 
 @pytest.fixture(params=["embedded", "server"])

@@ -1,5 +1,4 @@
-"""A throwaway PostgreSQL server on 127.0.0.1 for integration tests (the Chroma server is
-conftest.py's ``chroma_server``).
+"""Throwaway PostgreSQL and Chroma servers on 127.0.0.1, for integration tests and benchmarks.
 
 Usage in a test module::
 
@@ -9,8 +8,16 @@ Usage in a test module::
         engine = sqlalchemy.create_engine(postgres_url)
         ...
 
-The server starts once per session and is stopped (and its files removed) at its end.
-PostgreSQL comes from the system (`apt-get install postgresql`); the tests skip without it.
+The PostgreSQL server starts once per session and is stopped (and its files removed) at its
+end; conftest.py's ``chroma_server`` fixture does the same for a Chroma server. Outside pytest
+(bench/load.py) the plain context managers do it::
+
+    with start_postgres() as pg, start_chroma(Path(tmp)) as (host, port):
+        url = pg.create_database()
+
+PostgreSQL comes from the system (`apt-get install postgresql`); without it ``start_postgres``
+raises :class:`ServerUnavailable` and the tests skip. Chroma is the `chroma` command of the
+chromadb package in this virtualenv.
 """
 
 from __future__ import annotations
@@ -22,16 +29,23 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 HOST = "127.0.0.1"
+
+
+class ServerUnavailable(RuntimeError):
+    """The server's programs (or the system user it must run as) are missing: a reason to skip."""
 
 
 def free_port() -> int:
@@ -85,19 +99,25 @@ class PostgresServer:
         return self.url(name)
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """A PostgreSQL cluster in a temporary directory, for the whole session."""
+@contextmanager
+def start_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL cluster in a temporary directory on a free port, stopped (``-m immediate``)
+    and deleted at exit. Raises :class:`ServerUnavailable` when PostgreSQL is not installed,
+    RuntimeError (with the server log) when it does not start."""
     bindir = find_pg_bindir()
     if bindir is None or not (bindir / "pg_ctl").exists():
-        pytest.skip("PostgreSQL is not installed (initdb/pg_ctl not found): apt-get install postgresql")
+        raise ServerUnavailable(
+            "PostgreSQL is not installed (initdb/pg_ctl not found): apt-get install postgresql"
+        )
     as_root = os.geteuid() == 0
     user = "postgres" if as_root else getpass.getuser()
     if as_root:
         try:
             pw = pwd.getpwnam("postgres")
         except KeyError:
-            pytest.skip("running as root without a `postgres` user: apt-get install postgresql")
+            raise ServerUnavailable(
+                "running as root without a `postgres` user: apt-get install postgresql"
+            ) from None
     # Under /tmp and world-traversable, so that the `postgres` user can reach it when we are root.
     tmp = Path(tempfile.mkdtemp(prefix="docqa-pg-", dir="/tmp"))
     tmp.chmod(0o755)
@@ -154,6 +174,82 @@ def postgres_server() -> Iterator[PostgresServer]:
         if started:
             pg("pg_ctl", "stop", "-D", str(data), "-m", "immediate", "-w")
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def chroma_command() -> str:
+    """The `chroma` command of this interpreter's environment (else the one on PATH)."""
+    found = shutil.which("chroma", path=str(Path(sys.executable).parent)) or shutil.which("chroma")
+    if found is None:
+        raise ServerUnavailable("the `chroma` command (from the chromadb package) is not installed")
+    return found
+
+
+def _stop(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """Ends a server: politely, then by force."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextmanager
+def start_chroma(path: Path, startup_timeout: float = 60) -> Iterator[tuple[str, int]]:
+    """A Chroma server (`chroma run`) on 127.0.0.1 and a free port, its data in ``path/db`` and
+    its log in ``path/server.log``; yields ``(host, port)`` once its heartbeat answers and
+    terminates it at exit. Raises :class:`ServerUnavailable` without the `chroma` command and
+    RuntimeError (with the server log) when the server exits or stays silent at startup."""
+    chroma = chroma_command()
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log_path = path / "server.log"
+    env = {**os.environ, "ANONYMIZED_TELEMETRY": "False"}
+
+    def server_log() -> str:
+        return log_path.read_text(errors="replace")[-3000:] if log_path.exists() else "(no server log)"
+
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [chroma, "run", "--path", str(path / "db"), "--host", HOST, "--port", str(port)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+        )
+        try:
+            # urllib with a timeout: Chroma's own client has no read timeout and would hang.
+            url = f"http://{HOST}:{port}/api/v2/heartbeat"
+            deadline = time.monotonic() + startup_timeout
+            while True:
+                try:
+                    with urllib.request.urlopen(url, timeout=2):
+                        break
+                except OSError as exc:
+                    if proc.poll() is not None:
+                        raise RuntimeError(
+                            f"the Chroma server exited with status {proc.returncode} at startup\n"
+                            f"server log:\n{server_log()}"
+                        ) from exc
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(
+                            f"the Chroma server did not answer {url} in {startup_timeout:.0f} s: {exc}\n"
+                            f"server log:\n{server_log()}"
+                        ) from exc
+                    time.sleep(0.3)
+            yield (HOST, port)
+        finally:
+            _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL cluster in a temporary directory, for the whole session."""
+    with ExitStack() as stack:
+        try:
+            server = stack.enter_context(start_postgres())
+        except ServerUnavailable as exc:
+            pytest.skip(str(exc))
+        yield server
 
 
 @pytest.fixture
