@@ -142,6 +142,16 @@ def _query(store, sql: str) -> list[tuple]:
         return [tuple(r) for r in conn.execute(text(sql)).all()]
 
 
+def unversion_catalogue(db) -> None:
+    """Make a SQLite catalogue (an open sqlite3 connection) look as versions before the Alembic
+    migrations wrote it: no revision table and none of the tables the migrations added."""
+    tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    for table in tables:
+        if table not in ("meta", "documents", "sources", "chunks"):
+            db.execute(f"DROP TABLE {table}")
+    db.execute("DELETE FROM meta WHERE key = 'changes_from'")
+
+
 def pending_rows(store) -> list[tuple[str, str]]:
     return _query(store, "SELECT doc_id, state FROM documents WHERE state != 'complete'")
 

@@ -19,6 +19,7 @@ from ingest.pipeline import content_id
 from ingest.store import SCHEMA_VERSION
 from rag.api import KnowledgeBase
 from tests.conftest import REPO
+from tests.helpers_reliability import unversion_catalogue
 
 HANDBOOK = "员工手册：公司每年为正式员工提供十五天带薪年假，年假需要提前两周向部门经理申请。"
 HANDBOOK_Q = "每年有多少天带薪年假？"
@@ -273,8 +274,7 @@ def test_store_written_before_titles_were_tracked_still_follows_renames(kb_setti
     # Turn the catalogue back into a schema-1 one (no record of where titles come from).
     db = sqlite3.connect(Path(kb_settings.store.dir) / "catalog.sqlite3")
     db.execute("ALTER TABLE documents DROP COLUMN named_title")
-    db.execute("DROP TABLE alembic_version")  # written before the migrations
-    db.execute("DROP TABLE changes")
+    unversion_catalogue(db)  # written before the migrations
     db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     db.commit()
     db.close()

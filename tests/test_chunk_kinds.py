@@ -6,6 +6,7 @@ import pytest
 
 from ingest.chunk_kinds import BODY, OTHER_LANGUAGE_ABSTRACT, REFERENCES, REPEATED, chunk_kinds, looks_like_references
 from tests.helpers_rag import make_kb
+from tests.helpers_reliability import unversion_catalogue
 
 GBT_REFERENCES = """参考文献
 [1] 张伟, 李娜. 大熊猫野外种群的食性研究[J]. 动物学报, 2019, 65(3): 210-218.
@@ -92,8 +93,7 @@ def test_a_catalogue_from_before_chunk_kinds_opens_and_takes_new_documents(tmp_p
     kb.close()
     db = sqlite3.connect(path / "catalog.sqlite3")
     db.execute("ALTER TABLE chunks DROP COLUMN kind")
-    db.execute("DROP TABLE alembic_version")  # written before the migrations
-    db.execute("DROP TABLE changes")
+    unversion_catalogue(db)  # written before the migrations
     db.commit()
     db.close()
     reopened = KnowledgeBase(path, settings)
