@@ -154,10 +154,14 @@ def _run_queue(args: argparse.Namespace, settings: Settings) -> int:
     """--enqueue, --worker, --queue (ingest.queue)."""
     from ingest.queue import IngestQueue, run_worker
 
-    result: dict = {}
+    queue = IngestQueue.open(settings)
+    # which catalogue: without the shared settings loaded, a worker would quietly use a local one
+    result: dict = {"catalogue": queue.catalog.where()}
+    if not args.json:
+        print(cli_text("catalogue: {where}", where=result["catalogue"]), file=sys.stderr)
     exit_code = 0
     if args.enqueue:
-        added, missing = IngestQueue.open(settings).enqueue(args.paths)
+        added, missing = queue.enqueue(args.paths)
         result.update(queued=added, missing=missing)
         if not args.json:
             print(cli_text("queued {n} file(s)", n=added))
@@ -174,7 +178,6 @@ def _run_queue(args: argparse.Namespace, settings: Settings) -> int:
         result["worker"] = report.to_dict()
         exit_code = 1 if report.failed else exit_code
     if args.queue or args.worker:
-        queue = IngestQueue.open(settings)
         result["jobs"] = queue.counts()
         if not args.json:
             print(cli_text("{queued} queued, {running} running, {done} done, {failed} failed", **result["jobs"]))

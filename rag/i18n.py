@@ -98,6 +98,7 @@ CLI = Catalog({
         "新增 {added}，更新 {updated}，未变 {unchanged}，移除 {removed}，文本块 {chunks}，失败 {failed}",
     "  failed: {path}: {error}": "  失败：{path}：{error}",
     "queued {n} file(s)": "已排队 {n} 个文件",
+    "catalogue: {where}": "目录库：{where}",
     "not found: {path}": "找不到：{path}",
     "done: {path}": "完成：{path}",
     "failed: {path} ({error})": "失败：{path}（{error}）",

@@ -107,7 +107,9 @@ def test_a_killed_worker_process_loses_nothing_and_nothing_is_stored_twice(tmp_p
     second = subprocess.run([sys.executable, "-m", "ingest", "--kb", str(kb), "--worker", "--json"], cwd=REPO,
                             env=env, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-2000:]
-    assert json.loads(second.stdout.splitlines()[-1])["jobs"] == {"queued": 0, "running": 0, "done": 24, "failed": 0}
+    summary = json.loads(second.stdout.splitlines()[-1])
+    assert summary["jobs"] == {"queued": 0, "running": 0, "done": 24, "failed": 0}
+    assert summary["catalogue"] == f"sqlite:///{(kb / 'catalog.sqlite3').resolve()}"  # which one it used
     store = DocumentStore.open(settings, embedder)
     assert sorted(Path(s).name for d in store.documents() for s in d.sources) == [f"doc{i:03d}.txt" for i in range(24)]
     check_consistent(store, settled=True)  # no half-written document, no vector twice
