@@ -92,10 +92,9 @@ class IngestQueue:
 
     @classmethod
     def open(cls, settings: Settings) -> "IngestQueue":
-        folder = Path(settings.store.dir).expanduser().resolve()
-        folder.mkdir(parents=True, exist_ok=True)
-        url = settings.store.catalog_url or cat.sqlite_url(folder / "catalog.sqlite3")
-        return cls(cat.open_catalog(url, lock_file=folder / "write.lock", lock_timeout_s=settings.store.lock_timeout_s))
+        from ingest.store import open_store_catalog
+
+        return cls(open_store_catalog(settings))
 
     def enqueue(self, paths: Iterable[str | Path]) -> tuple[int, list[str]]:
         """One job per file found under ``paths`` (folders recursively), unless the same path

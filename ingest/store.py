@@ -38,7 +38,7 @@ import json
 import threading
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -111,6 +111,24 @@ def _upsert(conn: Connection, table, key: str, **values) -> None:
     statement = _insert(conn, table).values(**values)
     conn.execute(statement.on_conflict_do_update(
         index_elements=[key], set_={k: statement.excluded[k] for k in values if k != key}))
+
+
+def open_store_catalog(settings: Settings) -> cat.Catalog:
+    """The catalogue of the knowledge base ``settings.store`` names: ``store.catalog_url``, else
+    the SQLite file in ``store.dir`` (created, or upgraded, on the way)."""
+    folder = Path(settings.store.dir).expanduser().resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    url = settings.store.catalog_url or cat.sqlite_url(folder / CATALOG_FILE)
+    from sqlalchemy.engine import make_url
+
+    where = make_url(url).render_as_string(hide_password=True)
+    try:
+        return cat.open_catalog(url, lock_file=folder / LOCK_FILE, lock_timeout_s=settings.store.lock_timeout_s)
+    except TimeoutError:
+        raise StoreBusy(f"The catalogue {where} is being upgraded by another process; "
+                        "try again when it has finished.") from None
+    except SQLAlchemyError as exc:
+        raise StoreError(f"Cannot open the catalogue {where}: {exc}") from exc
 
 
 def chunk_id_for(doc_id: str, index: int) -> str:
@@ -199,15 +217,7 @@ class DocumentStore:
         self.embedder = embedder
         self.dir = Path(settings.store.dir).expanduser().resolve()
         self.dir.mkdir(parents=True, exist_ok=True)
-        url = settings.store.catalog_url or cat.sqlite_url(self.dir / CATALOG_FILE)
-        try:
-            self.catalog = cat.open_catalog(url, lock_file=self.dir / LOCK_FILE,
-                                            lock_timeout_s=settings.store.lock_timeout_s)
-        except TimeoutError:
-            raise StoreBusy(f"The catalogue {self._where(url)} is being upgraded by another process; "
-                            "try again when it has finished.") from None
-        except SQLAlchemyError as exc:
-            raise StoreError(f"Cannot open the catalogue {self._where(url)}: {exc}") from exc
+        self.catalog = open_store_catalog(settings)
         self._init_catalog()
         self._check_embedder()
         self._chroma_lock = threading.Lock()
@@ -219,12 +229,6 @@ class DocumentStore:
     @classmethod
     def open(cls, settings: Settings, embedder) -> "DocumentStore":
         return cls(settings, embedder)
-
-    @staticmethod
-    def _where(url: str) -> str:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
 
     def _rows(self, statement) -> list:
         """All rows of a read (a pooled connection, given back at once)."""
@@ -521,19 +525,16 @@ class DocumentStore:
     def writing(self) -> Iterator["DocumentStore"]:
         """Hold the single-writer lock; finish any interrupted work of a killed writer first."""
         timeout = self.settings.store.lock_timeout_s
-        lock = self.catalog.writer_lock(timeout)
-        try:
-            lock.__enter__()
-        except TimeoutError:
-            raise StoreBusy(
-                f"The knowledge base at {self.where} is busy: another process has been writing to it "
-                f"for more than {timeout:.0f} s. Try again when it has finished."
-            ) from None
-        try:
+        with ExitStack() as held:
+            try:
+                held.enter_context(self.catalog.writer_lock(timeout))
+            except TimeoutError:
+                raise StoreBusy(
+                    f"The knowledge base at {self.where} is busy: another process has been writing to it "
+                    f"for more than {timeout:.0f} s. Try again when it has finished."
+                ) from None
             self.recover()
             yield self
-        finally:
-            lock.__exit__(None, None, None)
 
     def has_leftovers(self) -> bool:
         """Whether an interrupted writer left documents that are not complete."""
